@@ -1,0 +1,289 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/pflag"
+)
+
+// Load builds the effective configuration from, in rising precedence:
+// defaults (the built-in config.yaml, which must set every key), the YAML
+// file at path (skipped when path is ""), the DCACHE_* variables in env, and
+// the flags of flags that were set (flags may be nil). It then validates the
+// whole and makes every path absolute against the current directory.
+//
+// Every problem found, in any source, is returned in one *Error, so the user
+// can fix them all in one go; IsValidation recognises it.
+func Load(defaults []byte, path string, flags *pflag.FlagSet, env []string) (*Config, error) {
+	cwd, err := os.Getwd()
+	if err != nil {
+		return nil, fmt.Errorf("config: current directory: %w", err)
+	}
+	keys := schema()
+	var ps problems
+
+	base := parseYAML(defaults, defaultsOrigin, keys, nil, &ps)
+	var itemDefault *Replica
+	if rs, ok := base.values["log.replicas"].([]Replica); ok && len(rs) > 0 {
+		itemDefault = &rs[0]
+	}
+	layers := []*layer{base}
+	if path != "" {
+		data, err := os.ReadFile(path)
+		switch {
+		case errors.Is(err, fs.ErrNotExist):
+			ps.add(path, "", "config file not found")
+		case err != nil:
+			var pe *fs.PathError
+			if errors.As(err, &pe) {
+				err = pe.Err
+			}
+			ps.add(path, "", "cannot read config file: %v", err)
+		default:
+			layers = append(layers, parseYAML(data, path, keys, itemDefault, &ps))
+		}
+	}
+	layers = append(layers, parseEnv(env, keys, &ps), parseFlags(flags, keys, &ps))
+
+	c, m := merge(layers, keys, &ps)
+	v := &validator{c: c, m: m, ps: &ps, cwd: cwd}
+	v.validate()
+	if err := ps.err(); err != nil {
+		return nil, err
+	}
+	c.origins = m.origins
+	return c, nil
+}
+
+// merged says, for the effective value of each key, where it came from and
+// whether it is usable.
+type merged struct {
+	origins map[string]string
+	items   []map[string]string // origins of the fields of each log.replicas item
+	// broken marks keys whose effective source gave a bad value (already
+	// reported), or that no source sets.
+	broken map[string]bool
+}
+
+// merge takes each key from the highest layer that sets it.
+func merge(layers []*layer, keys []key, ps *problems) (*Config, merged) {
+	c := &Config{}
+	m := merged{origins: map[string]string{}, broken: map[string]bool{}}
+	for i := range keys {
+		k := &keys[i]
+		found := false
+		for j := len(layers) - 1; j >= 0 && !found; j-- {
+			l := layers[j]
+			if l.failed[k.name] {
+				m.broken[k.name] = true
+				found = true
+				continue
+			}
+			if v, ok := l.values[k.name]; ok {
+				k.set(c, v)
+				m.origins[k.name] = l.origins[k.name]
+				if k.list {
+					m.items = l.items
+				}
+				found = true
+			}
+		}
+		if !found {
+			ps.add("", k.name, "no value: the built-in defaults lack this key")
+			m.broken[k.name] = true
+		}
+	}
+	return c, m
+}
+
+// validator checks the merged values against their ranges and each other,
+// and resolves paths.
+type validator struct {
+	c   *Config
+	m   merged
+	ps  *problems
+	cwd string
+}
+
+// usable reports whether every named key has a good value, so that checks
+// do not pile up on a value already reported bad.
+func (v *validator) usable(names ...string) bool {
+	for _, n := range names {
+		if v.m.broken[n] {
+			return false
+		}
+	}
+	return true
+}
+
+// fail reports a problem with the effective value of key name.
+func (v *validator) fail(name, format string, args ...any) {
+	v.ps.add(v.m.origins[name], name, format, args...)
+}
+
+func (v *validator) validate() {
+	v.sizes()
+	v.flush()
+	v.durations()
+	v.paths()
+}
+
+func (v *validator) sizes() {
+	c := v.c
+	if v.usable("cache.size") && c.Cache.Size < 16*MiB {
+		v.fail("cache.size", "%v is below the minimum of 16MiB", c.Cache.Size)
+	}
+	if v.usable("quota.dirty_bytes") {
+		d := c.Quota.DirtyBytes
+		switch {
+		case d < MiB:
+			v.fail("quota.dirty_bytes", "%v is below the minimum of 1MiB", d)
+		case v.usable("cache.size") && d > c.Cache.Size:
+			v.fail("quota.dirty_bytes", "%v must not exceed cache.size (%v)", d, c.Cache.Size)
+		}
+	}
+	v.aligned("flush.segment_size", c.Flush.SegmentSize, MiB, 4*GiB)
+	v.aligned("fuse.max_write", c.Fuse.MaxWrite, 4*KiB, MiB)
+	if v.usable("log.replicas") {
+		if len(c.Log.Replicas) == 0 {
+			v.fail("log.replicas", "at least one replica is needed")
+		}
+		for i, r := range c.Log.Replicas {
+			if r.Size < 8*MiB {
+				v.failItem(i, "size", "%v is below the minimum of 8MiB", r.Size)
+			}
+		}
+	}
+}
+
+// aligned checks that a size is a multiple of 4KiB within [lo, hi].
+func (v *validator) aligned(name string, s, lo, hi Size) {
+	switch {
+	case !v.usable(name):
+	case s < lo || s > hi:
+		v.fail(name, "%v is outside %v..%v", s, lo, hi)
+	case s%(4*KiB) != 0:
+		v.fail(name, "%v is not a multiple of 4KiB", s)
+	}
+}
+
+func (v *validator) flush() {
+	f := v.c.Flush
+	high, low := f.HighWatermark, f.LowWatermark
+	highOK := v.usable("flush.high_watermark")
+	if highOK && (high <= 0 || high > 1) {
+		v.fail("flush.high_watermark", "%s must be above 0 and at most 1", fraction(high))
+		highOK = false
+	}
+	if v.usable("flush.low_watermark") {
+		switch {
+		case low < 0:
+			v.fail("flush.low_watermark", "%s must not be negative", fraction(low))
+		case highOK && low >= high:
+			v.fail("flush.low_watermark", "%s must be below flush.high_watermark (%s)", fraction(low), fraction(high))
+		}
+	}
+}
+
+func (v *validator) durations() {
+	c := v.c
+	if v.usable("flush.max_dirty_age") && c.Flush.MaxDirtyAge < 100*time.Millisecond {
+		v.fail("flush.max_dirty_age", "%s is below the minimum of 100ms", durationString(c.Flush.MaxDirtyAge))
+	}
+	if v.usable("log.sync_interval") && c.Log.SyncInterval <= 0 {
+		v.fail("log.sync_interval", "%s must be above 0", durationString(c.Log.SyncInterval))
+	}
+	for _, t := range []struct {
+		name string
+		d    time.Duration
+	}{
+		{"fuse.attr_timeout", c.Fuse.AttrTimeout},
+		{"fuse.entry_timeout", c.Fuse.EntryTimeout},
+		{"fuse.negative_timeout", c.Fuse.NegativeTimeout},
+	} {
+		if v.usable(t.name) && t.d < 0 {
+			v.fail(t.name, "%s must not be negative", durationString(t.d))
+		}
+	}
+}
+
+// paths makes every path absolute, fills in the defaults under data_dir
+// and checks that no two things share a path.
+func (v *validator) paths() {
+	c := v.c
+	if !v.usable("data_dir") {
+		return // the other defaults hang off it
+	}
+	if c.DataDir == "" {
+		v.fail("data_dir", "must not be empty")
+		return
+	}
+	if !v.path("data_dir", &c.DataDir) {
+		return
+	}
+	used := map[string]string{c.DataDir: "data_dir"}
+	if v.usable("backend.path") {
+		if c.Backend.Path == "" {
+			c.Backend.Path = filepath.Join(c.DataDir, "backend")
+		}
+		if v.path("backend.path", &c.Backend.Path) && c.Backend.Path != c.DataDir {
+			used[c.Backend.Path] = "backend.path"
+		}
+	}
+	if !v.usable("log.replicas") {
+		return
+	}
+	for i := range c.Log.Replicas {
+		r := &c.Log.Replicas[i]
+		name := fmt.Sprintf("log.replicas[%d].path", i)
+		if r.Path == "" {
+			r.Path = filepath.Join(c.DataDir, "log")
+		}
+		if strings.HasPrefix(r.Path, "~") {
+			v.failItem(i, "path", "%q: ~ is not expanded here; give the full path", r.Path)
+			continue
+		}
+		r.Path = v.abs(r.Path)
+		if other, dup := used[r.Path]; dup {
+			v.failItem(i, "path", "%s is also %s", r.Path, other)
+			continue
+		}
+		used[r.Path] = name
+	}
+}
+
+// path makes the path of key name absolute, refusing "~" (which only a
+// shell expands) rather than creating a directory named "~".
+func (v *validator) path(name string, p *string) bool {
+	if strings.HasPrefix(*p, "~") {
+		v.fail(name, "%q: ~ is not expanded here; give the full path", *p)
+		return false
+	}
+	*p = v.abs(*p)
+	return true
+}
+
+func (v *validator) abs(p string) string {
+	if filepath.IsAbs(p) {
+		return filepath.Clean(p)
+	}
+	return filepath.Join(v.cwd, p)
+}
+
+// failItem reports a problem with field of item i of log.replicas.
+func (v *validator) failItem(i int, field, format string, args ...any) {
+	origin := v.m.origins["log.replicas"]
+	if i < len(v.m.items) {
+		origin = v.m.items[i][field]
+	}
+	v.ps.add(origin, fmt.Sprintf("log.replicas[%d].%s", i, field), format, args...)
+}
+
+func fraction(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

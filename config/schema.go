@@ -1,0 +1,247 @@
+package config
+
+import (
+	"fmt"
+	"math"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// key describes one configuration key: its dotted name, how its text is
+// parsed, and where its value goes in Config. The table built by schema is
+// the only list of keys; the YAML walker, the environment, the flags and the
+// renderer all read it.
+type key struct {
+	name  string // dotted, e.g. "flush.high_watermark"
+	typ   string // flag value type shown in --help
+	usage string // flag help
+	// path marks keys whose YAML null means "" (use the default location).
+	path bool
+	// list marks log.replicas, which is parsed by the replica code.
+	list  bool
+	parse func(string) (any, error)
+	set   func(*Config, any)
+	// scalar renders the value for YAML; tag is its YAML tag.
+	scalar func(*Config) (value, tag string)
+}
+
+// newKey builds a key for a value of type T kept in the field that field
+// points to.
+func newKey[T any](name, typ, usage string, parse func(string) (T, error), format func(T) (string, string), field func(*Config) *T) key {
+	return key{
+		name:   name,
+		typ:    typ,
+		usage:  usage,
+		parse:  func(s string) (any, error) { return parse(s) },
+		set:    func(c *Config, v any) { *field(c) = v.(T) },
+		scalar: func(c *Config) (string, string) { return format(*field(c)) },
+	}
+}
+
+func pathKey(name, usage string, field func(*Config) *string) key {
+	k := newKey(name, "path", usage, parseString, formatString, field)
+	k.path = true
+	return k
+}
+
+func sizeKey(name, usage string, field func(*Config) *Size) key {
+	return newKey(name, "size", usage, parseSize, formatSize, field)
+}
+
+func durationKey(name, usage string, field func(*Config) *time.Duration) key {
+	return newKey(name, "duration", usage, parseDuration, formatDuration, field)
+}
+
+func fractionKey(name, usage string, field func(*Config) *float64) key {
+	return newKey(name, "fraction", usage, parseFraction, formatFraction, field)
+}
+
+func boolKey(name, usage string, field func(*Config) *bool) key {
+	return newKey(name, "bool", usage, parseBool, formatBool, field)
+}
+
+func enumKey[T ~string](name, usage string, values []T, field func(*Config) *T) key {
+	return newKey(name, "string", usage+" ("+joinEnum(values, "|")+")", oneOf(values), formatEnum[T], field)
+}
+
+// schema returns every key in the order of the documented config.yaml.
+func schema() []key {
+	return []key{
+		pathKey("data_dir", "directory for the lock and pid files, and the backend and log when their paths are empty",
+			func(c *Config) *string { return &c.DataDir }),
+		sizeKey("cache.size", "DRAM page cache budget (clean + dirty), at least 16MiB",
+			func(c *Config) *Size { return &c.Cache.Size }),
+		sizeKey("quota.dirty_bytes", "most bytes not yet destaged, 1MiB..cache.size",
+			func(c *Config) *Size { return &c.Quota.DirtyBytes }),
+		fractionKey("flush.high_watermark", "fraction of quota.dirty_bytes at which destage starts, (0,1]",
+			func(c *Config) *float64 { return &c.Flush.HighWatermark }),
+		fractionKey("flush.low_watermark", "fraction of quota.dirty_bytes below which destage stops, [0,high)",
+			func(c *Config) *float64 { return &c.Flush.LowWatermark }),
+		durationKey("flush.max_dirty_age", "no dirty byte gets older than this, at least 100ms",
+			func(c *Config) *time.Duration { return &c.Flush.MaxDirtyAge }),
+		sizeKey("flush.segment_size", "backend segment size, a multiple of 4KiB in 1MiB..4GiB",
+			func(c *Config) *Size { return &c.Flush.SegmentSize }),
+		enumKey("backend.type", "backend kind", []BackendType{BackendDir},
+			func(c *Config) *BackendType { return &c.Backend.Type }),
+		pathKey("backend.path", `backend directory ("" = <data_dir>/backend)`,
+			func(c *Config) *string { return &c.Backend.Path }),
+		{
+			name:  "log.replicas",
+			typ:   "PATH:TYPE:SIZE,...",
+			usage: `log replicas; PATH "" = <data_dir>/log, TYPE ssd|aep, SIZE at least 8MiB (repeatable)`,
+			list:  true,
+			set:   func(c *Config, v any) { c.Log.Replicas = v.([]Replica) },
+		},
+		enumKey("log.write_quorum", "replicas that must hold a record", []WriteQuorum{QuorumAll, QuorumMajority},
+			func(c *Config) *WriteQuorum { return &c.Log.WriteQuorum }),
+		enumKey("log.sync", "when the log is made durable", []SyncMode{SyncFsync, SyncAlways, SyncInterval},
+			func(c *Config) *SyncMode { return &c.Log.Sync }),
+		durationKey("log.sync_interval", "longest time between syncs with log.sync interval, > 0",
+			func(c *Config) *time.Duration { return &c.Log.SyncInterval }),
+		enumKey("log.compression", "log payload compression", []Compression{CompressionSnappy, CompressionNone},
+			func(c *Config) *Compression { return &c.Log.Compression }),
+		boolKey("fuse.allow_other", "let other users use the mount (the kernel checks permissions)",
+			func(c *Config) *bool { return &c.Fuse.AllowOther }),
+		durationKey("fuse.attr_timeout", "kernel attribute cache timeout, >= 0",
+			func(c *Config) *time.Duration { return &c.Fuse.AttrTimeout }),
+		durationKey("fuse.entry_timeout", "kernel dentry cache timeout, >= 0",
+			func(c *Config) *time.Duration { return &c.Fuse.EntryTimeout }),
+		durationKey("fuse.negative_timeout", `kernel cache timeout of "no such file", >= 0`,
+			func(c *Config) *time.Duration { return &c.Fuse.NegativeTimeout }),
+		sizeKey("fuse.max_write", "largest WRITE request, a multiple of 4KiB in 4KiB..1MiB",
+			func(c *Config) *Size { return &c.Fuse.MaxWrite }),
+		boolKey("fuse.writeback_cache", "kernel write-back page cache",
+			func(c *Config) *bool { return &c.Fuse.WritebackCache }),
+		boolKey("fuse.debug", "log every FUSE request (very verbose)",
+			func(c *Config) *bool { return &c.Fuse.Debug }),
+		enumKey("logging.level", "log level", []LogLevel{LevelPanic, LevelFatal, LevelError, LevelWarn, LevelInfo, LevelDebug, LevelTrace},
+			func(c *Config) *LogLevel { return &c.Logging.Level }),
+		enumKey("logging.format", "log format", []LogFormat{FormatText, FormatJSON},
+			func(c *Config) *LogFormat { return &c.Logging.Format }),
+	}
+}
+
+// replicaField is one key inside an item of log.replicas.
+type replicaField struct {
+	name   string
+	path   bool
+	parse  func(string) (any, error)
+	set    func(*Replica, any)
+	scalar func(Replica) (value, tag string)
+}
+
+// replicaFields lists the keys of a log.replicas item, in the order of the
+// PATH:TYPE:SIZE syntax.
+func replicaFields() []replicaField {
+	return []replicaField{
+		{
+			name:   "path",
+			path:   true,
+			parse:  func(s string) (any, error) { return s, nil },
+			set:    func(r *Replica, v any) { r.Path = v.(string) },
+			scalar: func(r Replica) (string, string) { return formatString(r.Path) },
+		},
+		{
+			name:   "type",
+			parse:  func(s string) (any, error) { return oneOf([]ReplicaType{ReplicaSSD, ReplicaAEP})(s) },
+			set:    func(r *Replica, v any) { r.Type = v.(ReplicaType) },
+			scalar: func(r Replica) (string, string) { return formatEnum(r.Type) },
+		},
+		{
+			name:   "size",
+			parse:  func(s string) (any, error) { return parseSize(s) },
+			set:    func(r *Replica, v any) { r.Size = v.(Size) },
+			scalar: func(r Replica) (string, string) { return formatSize(r.Size) },
+		},
+	}
+}
+
+// envName is the environment variable that sets key name.
+func envName(name string) string {
+	return "DCACHE_" + strings.ToUpper(strings.ReplaceAll(name, ".", "_"))
+}
+
+// dataDirAlias is the friendly flag name for data_dir.
+const dataDirAlias = "data-dir"
+
+// Value parsers. Their errors name the value and the reason but not the key:
+// the caller adds the key and the origin.
+
+func parseString(s string) (string, error) { return s, nil }
+
+func parseDuration(s string) (time.Duration, error) {
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not a duration (use e.g. 5s, 100ms, 1m)", s)
+	}
+	return d, nil
+}
+
+func parseFraction(s string) (float64, error) {
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || math.IsNaN(f) || math.IsInf(f, 0) {
+		return 0, fmt.Errorf("%q is not a number (use e.g. 0.5)", s)
+	}
+	return f, nil
+}
+
+func parseBool(s string) (bool, error) {
+	switch {
+	case strings.EqualFold(s, "true"):
+		return true, nil
+	case strings.EqualFold(s, "false"):
+		return false, nil
+	}
+	return false, fmt.Errorf("%q is not true or false", s)
+}
+
+func oneOf[T ~string](values []T) func(string) (T, error) {
+	return func(s string) (T, error) {
+		for _, v := range values {
+			if string(v) == s {
+				return v, nil
+			}
+		}
+		return "", fmt.Errorf("%q is not one of %s", s, joinEnum(values, ", "))
+	}
+}
+
+func joinEnum[T ~string](values []T, sep string) string {
+	s := make([]string, len(values))
+	for i, v := range values {
+		s[i] = string(v)
+	}
+	return strings.Join(s, sep)
+}
+
+// Value formatters: each returns text that its parser reads back to the same
+// value, and the YAML tag to render it with.
+
+func formatString(s string) (string, string)     { return s, "!!str" }
+func formatEnum[T ~string](v T) (string, string) { return string(v), "!!str" }
+func formatSize(s Size) (string, string)         { return s.String(), "!!str" }
+func formatBool(b bool) (string, string)         { return strconv.FormatBool(b), "!!bool" }
+
+func formatFraction(f float64) (string, string) {
+	s := strconv.FormatFloat(f, 'g', -1, 64)
+	if !strings.ContainsAny(s, ".eEn") { // keep 1 a float in YAML: 1.0
+		s += ".0"
+	}
+	return s, "!!float"
+}
+
+func formatDuration(d time.Duration) (string, string) { return durationString(d), "!!str" }
+
+// durationString is time.Duration.String without the zero tails that make
+// "1m0s" and "1h0m0s" hard to read.
+func durationString(d time.Duration) string {
+	s := d.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = strings.TrimSuffix(s, "0s")
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = strings.TrimSuffix(s, "0m")
+	}
+	return s
+}

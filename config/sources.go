@@ -1,0 +1,118 @@
+package config
+
+import (
+	"strings"
+
+	"github.com/spf13/pflag"
+)
+
+// parseEnv reads the DCACHE_* variables of env ("NAME=VALUE" entries, as
+// from os.Environ). A name given twice counts once, with its last value, as
+// in os/exec. A DCACHE_* name that sets no key is a problem: it is most
+// likely a typo that would otherwise be ignored in silence.
+func parseEnv(env []string, keys []key, ps *problems) *layer {
+	l := newLayer()
+	byName := map[string]*key{}
+	var names []string
+	for i := range keys {
+		n := envName(keys[i].name)
+		byName[n] = &keys[i]
+		names = append(names, n)
+	}
+	values := map[string]string{}
+	var order []string
+	for _, kv := range env {
+		name, value, ok := strings.Cut(kv, "=")
+		if !ok || !strings.HasPrefix(name, "DCACHE_") {
+			continue
+		}
+		if _, dup := values[name]; !dup {
+			order = append(order, name)
+		}
+		values[name] = value
+	}
+	for _, name := range order {
+		origin := "$" + name
+		k, ok := byName[name]
+		if !ok {
+			ps.add(origin, "", "unknown environment variable%s", didYouMean(name, names))
+			continue
+		}
+		l.setText(k, values[name], origin, ps)
+	}
+	return l
+}
+
+// flagValue is the pflag.Value of every configuration flag. It keeps the
+// text as given; Load parses it, so that a bad flag value is reported with
+// every other problem rather than alone by the flag parser.
+type flagValue struct {
+	typ  string
+	list bool // log.replicas: each use of the flag adds items
+	text string
+}
+
+func (v *flagValue) String() string { return v.text }
+func (v *flagValue) Type() string   { return v.typ }
+
+func (v *flagValue) Set(s string) error {
+	if v.list && v.text != "" {
+		v.text += "," + s
+		return nil
+	}
+	v.text = s
+	return nil
+}
+
+// RegisterFlags adds one flag per key to fs, named like the key
+// (--cache.size, --log.sync ...), and --data-dir as the friendly name of
+// --data_dir. A flag the user does not give overrides nothing: the flags
+// carry no defaults, the built-in config.yaml does. --log.replicas takes
+// PATH:TYPE:SIZE[,PATH:TYPE:SIZE...] and may be repeated.
+func RegisterFlags(fs *pflag.FlagSet) {
+	for _, k := range schema() {
+		f := fs.VarPF(&flagValue{typ: k.typ, list: k.list}, k.name, "", k.usage)
+		if k.typ == "bool" {
+			f.NoOptDefVal = "true" // --fuse.debug alone means true
+		}
+		if k.name == "data_dir" {
+			fs.VarP(&flagValue{typ: k.typ}, dataDirAlias, "", k.usage)
+			f.Hidden = true // shown once, as --data-dir
+		}
+	}
+}
+
+// parseFlags reads the flags of fs that were set. fs may be nil, and it
+// need not hold every configuration flag.
+func parseFlags(fs *pflag.FlagSet, keys []key, ps *problems) *layer {
+	l := newLayer()
+	if fs == nil {
+		return l
+	}
+	changed := func(name string) *pflag.Flag {
+		if f := fs.Lookup(name); f != nil && f.Changed {
+			return f
+		}
+		return nil
+	}
+	for i := range keys {
+		k := &keys[i]
+		if f := changed(k.name); f != nil {
+			l.setText(k, f.Value.String(), "--"+k.name, ps)
+		}
+		if k.name != "data_dir" {
+			continue
+		}
+		alias := changed(dataDirAlias)
+		if alias == nil {
+			continue
+		}
+		if f := changed(k.name); f != nil && f.Value.String() != alias.Value.String() {
+			ps.add("--"+dataDirAlias, k.name, "%q conflicts with --%s %q", alias.Value.String(), k.name, f.Value.String())
+			l.fail(k.name)
+			continue
+		}
+		l.setText(k, alias.Value.String(), "--"+dataDirAlias, ps)
+	}
+	return l
+}

@@ -1,0 +1,148 @@
+package config
+
+import "time"
+
+// Config is the effective configuration: plain typed values, absolute paths,
+// every default resolved. Load fills it; each layer gets its part from main.
+type Config struct {
+	// DataDir holds the lock and pid files, and the backend and the log
+	// when their paths are left empty.
+	DataDir string
+	Cache   Cache
+	Quota   Quota
+	Flush   Flush
+	Backend Backend
+	Log     Log
+	Fuse    Fuse
+	Logging Logging
+
+	// origins maps a key to where its value came from, for the comments
+	// that YAML writes. Nil for a Config built by hand.
+	origins map[string]string
+}
+
+// Cache is the DRAM page cache.
+type Cache struct {
+	Size Size // budget for clean and dirty pages together
+}
+
+// Quota limits what the cache may hold.
+type Quota struct {
+	DirtyBytes Size // bytes written but not yet destaged
+}
+
+// Flush drives destage.
+type Flush struct {
+	HighWatermark float64       // fraction of Quota.DirtyBytes at which destage starts
+	LowWatermark  float64       // fraction below which destage stops
+	MaxDirtyAge   time.Duration // no dirty byte is older than this
+	SegmentSize   Size          // size of one backend segment
+}
+
+// Backend is where destaged data lives.
+type Backend struct {
+	Type BackendType
+	Path string // absolute; defaults to DataDir/backend
+}
+
+// Log is the write-ahead log area.
+type Log struct {
+	Replicas     []Replica
+	WriteQuorum  WriteQuorum
+	Sync         SyncMode
+	SyncInterval time.Duration // used with SyncInterval mode
+	Compression  Compression
+}
+
+// Replica is one device of the log area.
+type Replica struct {
+	Path string      // absolute; a regular file (created and preallocated) or a block device; defaults to DataDir/log
+	Type ReplicaType // the kind of device
+	Size Size        // bytes of the device the log uses
+}
+
+// Fuse holds the mount options.
+type Fuse struct {
+	AllowOther      bool          // other users may use the mount (the kernel checks permissions)
+	AttrTimeout     time.Duration // kernel attribute cache
+	EntryTimeout    time.Duration // kernel dentry cache
+	NegativeTimeout time.Duration // kernel cache of failed lookups
+	MaxWrite        Size          // largest WRITE request
+	WritebackCache  bool          // kernel write-back page cache
+	Debug           bool          // log every FUSE request
+}
+
+// Logging configures the process log.
+type Logging struct {
+	Level  LogLevel
+	Format LogFormat
+}
+
+// BackendType is the kind of backend store.
+type BackendType string
+
+// Backend types.
+const (
+	BackendDir BackendType = "dir" // a directory of segment files
+)
+
+// ReplicaType is the kind of device that holds a log replica.
+type ReplicaType string
+
+// Replica types.
+const (
+	ReplicaSSD ReplicaType = "ssd" // a file or block device, written with pwrite and made durable with fdatasync
+	ReplicaAEP ReplicaType = "aep" // persistent memory, memory-mapped and made durable with msync or cache-line flushes
+)
+
+// WriteQuorum says how many replicas must hold a record before it counts
+// as written.
+type WriteQuorum string
+
+// Write quorums.
+const (
+	QuorumAll      WriteQuorum = "all"
+	QuorumMajority WriteQuorum = "majority"
+)
+
+// SyncMode says when the log is made durable.
+type SyncMode string
+
+// Sync modes.
+const (
+	SyncFsync    SyncMode = "fsync"    // on fsync/fdatasync and O_SYNC/O_DSYNC writes
+	SyncAlways   SyncMode = "always"   // before every write returns
+	SyncInterval SyncMode = "interval" // as SyncFsync, and at least every Log.SyncInterval
+)
+
+// Compression is the codec for log record payloads.
+type Compression string
+
+// Compressions.
+const (
+	CompressionSnappy Compression = "snappy"
+	CompressionNone   Compression = "none"
+)
+
+// LogLevel is a logrus level name; logrus.ParseLevel accepts every value.
+type LogLevel string
+
+// Log levels, most severe first.
+const (
+	LevelPanic LogLevel = "panic"
+	LevelFatal LogLevel = "fatal"
+	LevelError LogLevel = "error"
+	LevelWarn  LogLevel = "warn"
+	LevelInfo  LogLevel = "info"
+	LevelDebug LogLevel = "debug"
+	LevelTrace LogLevel = "trace"
+)
+
+// LogFormat is the process log's output format.
+type LogFormat string
+
+// Log formats.
+const (
+	FormatText LogFormat = "text"
+	FormatJSON LogFormat = "json"
+)

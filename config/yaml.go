@@ -1,0 +1,328 @@
+package config
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"regexp"
+	"slices"
+	"strings"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// section is one mapping level of the schema: the root, or "cache", "log"...
+type section struct {
+	name     string   // dotted prefix; "" at the root
+	children []string // key and section names in schema order
+	keys     map[string]*key
+	sections map[string]*section
+}
+
+func newSection(name string) *section {
+	return &section{name: name, keys: map[string]*key{}, sections: map[string]*section{}}
+}
+
+// newTree arranges the keys into sections by their dotted names.
+func newTree(keys []key) *section {
+	root := newSection("")
+	for i := range keys {
+		k := &keys[i]
+		s := root
+		parts := strings.Split(k.name, ".")
+		for _, p := range parts[:len(parts)-1] {
+			child, ok := s.sections[p]
+			if !ok {
+				child = newSection(joinKey(s.name, p))
+				s.sections[p] = child
+				s.children = append(s.children, p)
+			}
+			s = child
+		}
+		leaf := parts[len(parts)-1]
+		s.keys[leaf] = k
+		s.children = append(s.children, leaf)
+	}
+	return root
+}
+
+func joinKey(prefix, name string) string {
+	if prefix == "" {
+		return name
+	}
+	return prefix + "." + name
+}
+
+// yamlSource parses one YAML document (the built-in defaults or the file)
+// into a layer, checking every key against the schema on the way.
+type yamlSource struct {
+	name string // file path, or defaultsOrigin
+	keys []key
+	// itemDefault fills the keys an item of log.replicas leaves out; nil
+	// while parsing the defaults themselves, where items must be complete.
+	itemDefault *Replica
+	layer       *layer
+	ps          *problems
+}
+
+// defaultsOrigin names the built-in defaults in messages and origins.
+const defaultsOrigin = "built-in defaults"
+
+var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
+
+// parseYAML parses data as a YAML configuration document named name.
+func parseYAML(data []byte, name string, keys []key, itemDefault *Replica, ps *problems) *layer {
+	s := &yamlSource{name: name, keys: keys, itemDefault: itemDefault, layer: newLayer(), ps: ps}
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	var doc yaml.Node
+	if err := dec.Decode(&doc); err != nil {
+		if !errors.Is(err, io.EOF) { // io.EOF: empty document, nothing set
+			s.syntaxError(err)
+		}
+		return s.layer
+	}
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil:
+		ps.add(s.at(&extra), "", "more than one YAML document (remove the --- separator)")
+		return s.layer
+	case !errors.Is(err, io.EOF):
+		s.syntaxError(err)
+		return s.layer
+	}
+	root := resolve(doc.Content[0])
+	switch {
+	case root.Kind == yaml.MappingNode:
+		s.mapping(root, newTree(keys))
+	case isNull(root): // only comments
+	default:
+		ps.add(s.at(root), "", "expected a mapping of keys at the top, found %s", describe(root))
+	}
+	return s.layer
+}
+
+func (s *yamlSource) syntaxError(err error) {
+	msg := err.Error()
+	if m := yamlLineError.FindStringSubmatch(msg); m != nil {
+		s.ps.add(s.name+":"+m[1], "", "%s", m[2])
+		return
+	}
+	s.ps.add(s.name, "", "%s", strings.TrimPrefix(msg, "yaml: "))
+}
+
+// at is the origin of node n: "NAME:LINE".
+func (s *yamlSource) at(n *yaml.Node) string {
+	return fmt.Sprintf("%s:%d", s.name, n.Line)
+}
+
+// mapping walks the keys of n, which sets the keys of section sec.
+func (s *yamlSource) mapping(n *yaml.Node, sec *section) {
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := resolve(n.Content[i]), resolve(n.Content[i+1])
+		name := kn.Value
+		full := joinKey(sec.name, name)
+		if line, dup := seen[name]; dup {
+			s.ps.add(s.at(kn), full, "given twice (also on line %d)", line)
+			continue
+		}
+		seen[name] = kn.Line
+		if kn.Kind != yaml.ScalarNode {
+			s.ps.add(s.at(kn), sec.name, "a key must be a name, found %s", describe(kn))
+			continue
+		}
+		if child, ok := sec.sections[name]; ok {
+			switch {
+			case vn.Kind == yaml.MappingNode:
+				s.mapping(vn, child)
+			case isNull(vn): // every key commented out
+			default:
+				s.ps.add(s.at(kn), full, "expected a mapping of keys (%s), found %s",
+					strings.Join(child.children, ", "), describe(vn))
+			}
+			continue
+		}
+		k, ok := sec.keys[name]
+		if !ok {
+			s.ps.add(s.at(kn), full, "unknown key%s", s.suggest(sec, name))
+			continue
+		}
+		if k.list {
+			s.replicas(kn, vn, k)
+			continue
+		}
+		s.scalar(kn, vn, k)
+	}
+}
+
+// scalar parses the value of a plain key.
+func (s *yamlSource) scalar(kn, vn *yaml.Node, k *key) {
+	text, ok := s.text(kn, vn, k.name, k.path)
+	if !ok {
+		s.layer.fail(k.name)
+		return
+	}
+	v, err := k.parse(text)
+	if err != nil {
+		s.ps.add(s.at(vn), k.name, "%v", err)
+		s.layer.fail(k.name)
+		return
+	}
+	s.layer.set(k.name, v, s.at(kn))
+}
+
+// text returns the text of a scalar value. YAML types do not matter here:
+// 1GiB, 1048576 and "1048576" are all the text of a size, and the key's
+// parser decides. A null is "" for paths and a problem elsewhere.
+func (s *yamlSource) text(kn, vn *yaml.Node, name string, path bool) (string, bool) {
+	switch {
+	case vn.Kind != yaml.ScalarNode:
+		s.ps.add(s.at(kn), name, "expected a single value, found %s", describe(vn))
+		return "", false
+	case isNull(vn) && path:
+		return "", true
+	case isNull(vn):
+		s.ps.add(s.at(kn), name, "no value given")
+		return "", false
+	}
+	return vn.Value, true
+}
+
+// replicas parses log.replicas: a list of mappings with keys path, type and
+// size. Keys an item leaves out take the values of the first replica of the
+// built-in defaults.
+func (s *yamlSource) replicas(kn, vn *yaml.Node, k *key) {
+	var seq []*yaml.Node
+	switch {
+	case vn.Kind == yaml.SequenceNode:
+		seq = vn.Content
+	case isNull(vn): // an empty list, which validation rejects
+	default:
+		s.ps.add(s.at(kn), k.name, "expected a list of replicas, found %s", describe(vn))
+		s.layer.fail(k.name)
+		return
+	}
+	items := []Replica{}
+	var origins []map[string]string
+	ok := true
+	for i, in := range seq {
+		r, o, good := s.replica(resolve(in), fmt.Sprintf("%s[%d]", k.name, i))
+		items = append(items, r)
+		origins = append(origins, o)
+		ok = ok && good
+	}
+	if !ok {
+		s.layer.fail(k.name)
+		return
+	}
+	s.layer.set(k.name, items, s.at(kn))
+	s.layer.items = origins
+}
+
+// replica parses one item of log.replicas, named name ("log.replicas[1]").
+func (s *yamlSource) replica(n *yaml.Node, name string) (Replica, map[string]string, bool) {
+	fields := replicaFields()
+	var names []string
+	for _, f := range fields {
+		names = append(names, f.name)
+	}
+	var r Replica
+	origins := map[string]string{}
+	if n.Kind != yaml.MappingNode {
+		s.ps.add(s.at(n), name, "expected a mapping with keys %s, found %s", strings.Join(names, ", "), describe(n))
+		return r, origins, false
+	}
+	if s.itemDefault != nil {
+		r = *s.itemDefault
+	}
+	ok := true
+	seen := map[string]int{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := resolve(n.Content[i]), resolve(n.Content[i+1])
+		full := name + "." + kn.Value
+		if line, dup := seen[kn.Value]; dup {
+			s.ps.add(s.at(kn), full, "given twice (also on line %d)", line)
+			ok = false
+			continue
+		}
+		seen[kn.Value] = kn.Line
+		j := slices.Index(names, kn.Value)
+		if j < 0 || kn.Kind != yaml.ScalarNode {
+			s.ps.add(s.at(kn), full, "unknown key%s", didYouMean(kn.Value, names))
+			ok = false
+			continue
+		}
+		text, good := s.text(kn, vn, full, fields[j].path)
+		if !good {
+			ok = false
+			continue
+		}
+		v, err := fields[j].parse(text)
+		if err != nil {
+			s.ps.add(s.at(vn), full, "%v", err)
+			ok = false
+			continue
+		}
+		fields[j].set(&r, v)
+		origins[kn.Value] = s.at(kn)
+	}
+	for _, f := range names {
+		if _, given := seen[f]; given {
+			continue
+		}
+		if s.itemDefault == nil {
+			s.ps.add(s.at(n), name+"."+f, "missing (each replica needs %s)", strings.Join(names, ", "))
+			ok = false
+		}
+		origins[f] = s.at(n)
+	}
+	return r, origins, ok
+}
+
+// suggest proposes a correction for an unknown key name in section sec: a
+// close sibling, or else the full name of the one key with that name in
+// another section ("size" at the top may mean "cache.size").
+func (s *yamlSource) suggest(sec *section, name string) string {
+	if hint := didYouMean(name, sec.children); hint != "" {
+		return hint
+	}
+	var elsewhere []string
+	for _, k := range s.keys {
+		if strings.HasSuffix(k.name, "."+name) || k.name == name {
+			elsewhere = append(elsewhere, k.name)
+		}
+	}
+	if len(elsewhere) == 1 {
+		return fmt.Sprintf(" (did you mean %q?)", elsewhere[0])
+	}
+	return ""
+}
+
+// resolve follows YAML aliases (*name) to the node they stand for.
+func resolve(n *yaml.Node) *yaml.Node {
+	for n.Kind == yaml.AliasNode && n.Alias != nil {
+		n = n.Alias
+	}
+	return n
+}
+
+func isNull(n *yaml.Node) bool {
+	return n.Kind == yaml.ScalarNode && n.Tag == "!!null"
+}
+
+// describe names the kind of a node for messages: "a mapping", "a list"...
+func describe(n *yaml.Node) string {
+	switch n.Kind {
+	case yaml.MappingNode:
+		return "a mapping"
+	case yaml.SequenceNode:
+		return "a list"
+	case yaml.ScalarNode:
+		if isNull(n) {
+			return "nothing"
+		}
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "something else"
+}
