@@ -58,7 +58,8 @@ func fractionKey(name, usage string, field func(*Config) *float64) key {
 }
 
 func boolKey(name, usage string, field func(*Config) *bool) key {
-	return newKey(name, "bool", usage, parseBool, formatBool, field)
+	// pflag shows no value for a bool flag; say how to turn it off.
+	return newKey(name, "bool", usage+" (=true|=false)", parseBool, formatBool, field)
 }
 
 func enumKey[T ~string](name, usage string, values []T, field func(*Config) *T) key {

@@ -43,7 +43,7 @@ func ParseSize(s string) (Size, error) {
 // parseSize is ParseSize with errors that carry no package prefix, so that
 // they read well after a key name.
 func parseSize(s string) (Size, error) {
-	bad := fmt.Errorf("%q is not a size (use e.g. 512MiB, 1GiB)", s)
+	bad := func() error { return fmt.Errorf("%q is not a size (use e.g. 512MiB, 1GiB)", s) }
 	i := 0
 	for i < len(s) && (s[i] >= '0' && s[i] <= '9' || s[i] == '.') {
 		i++
@@ -51,17 +51,17 @@ func parseSize(s string) (Size, error) {
 	num, unit := s[:i], s[i:]
 	mult, ok := sizeUnits[unit]
 	if !ok {
-		return 0, bad
+		return 0, bad()
 	}
 	whole, frac, _ := strings.Cut(num, ".")
 	if whole == "" || strings.HasSuffix(num, ".") || strings.Contains(frac, ".") {
-		return 0, bad
+		return 0, bad()
 	}
 	// Exact arithmetic: "1.5GiB" must be 1610612736 bytes, not a float's
 	// approximation of it.
 	n, ok := new(big.Int).SetString(whole+frac, 10)
 	if !ok {
-		return 0, bad
+		return 0, bad()
 	}
 	n.Mul(n, big.NewInt(mult))
 	den := new(big.Int).Exp(big.NewInt(10), big.NewInt(int64(len(frac))), nil)
