@@ -1,0 +1,410 @@
+package cachelayer
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/dcache/dcache/backend"
+)
+
+// miss is a block a read could not serve from the cache: it is in a
+// backend record.
+type miss struct {
+	blk uint64
+	x   Extent
+}
+
+// readLocked copies what the cache holds of [off, off+len(dst)) of ino into
+// dst (zeros for holes) and returns the blocks that must come from the
+// backend.
+func (e *Engine) readLocked(ino Ino, off uint64, dst []byte) []miss {
+	if len(dst) == 0 {
+		return nil
+	}
+	end := off + uint64(len(dst))
+	first, last := off/BlockSize, (end-1)/BlockSize
+	var misses []miss
+	next := first // next block not yet served
+	serveGap := func(upTo uint64) {
+		for ; next < upTo; next++ {
+			bs := next * BlockSize
+			lo, hi := max(bs, off), min(bs+BlockSize, end)
+			if x, ok := e.st.extentAt(ino, bs); ok {
+				misses = append(misses, miss{blk: next, x: x})
+				continue
+			}
+			clear(dst[lo-off : hi-off])
+		}
+	}
+	e.pages.Ascend(pageRef{Ino: ino, Blk: first}, func(r pageRef) bool {
+		if r.Ino != ino || r.Blk > last {
+			return false
+		}
+		serveGap(r.Blk)
+		bs := r.Blk * BlockSize
+		lo, hi := max(bs, off), min(bs+BlockSize, end)
+		copy(dst[lo-off:hi-off], e.pool.data(r.Page)[lo-bs:hi-bs])
+		e.pool.touch(r.Page)
+		next = r.Blk + 1
+		return true
+	})
+	serveGap(last + 1)
+	e.stats.ReadHits.Add(int64(last-first+1) - int64(len(misses)))
+	return misses
+}
+
+// Read reads up to len(dst) bytes at off; it returns fewer at end of file.
+func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int, error) {
+	for {
+		e.mu.Lock()
+		in, ok := e.st.inode(ino)
+		if !ok {
+			e.mu.Unlock()
+			return 0, ErrNotExist
+		}
+		if in.IsDir() {
+			e.mu.Unlock()
+			return 0, ErrIsDir
+		}
+		if off >= in.Size {
+			e.mu.Unlock()
+			return 0, nil
+		}
+		n := min(uint64(len(dst)), in.Size-off)
+		misses := e.readLocked(ino, off, dst[:n])
+		e.mu.Unlock()
+		if len(misses) == 0 {
+			e.stats.BytesRead.Add(int64(n))
+			return int(n), nil
+		}
+		done, err := e.readMisses(ctx, ino, off, dst[:n], misses)
+		if err != nil {
+			return 0, err
+		}
+		if done {
+			e.stats.BytesRead.Add(int64(n))
+			return int(n), nil
+		}
+		// The object changed under the read (truncate, punch): start over.
+	}
+}
+
+// recordBufs recycles record-sized read buffers.
+var recordBufs = sync.Pool{New: func() any { b := make([]byte, MaxRecord); return &b }}
+
+// loadRecords reads the distinct records behind misses from the backend,
+// checksum verified, without the lock.
+func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte, error) {
+	recs := make(map[backend.Addr][]byte)
+	var bufs []*[]byte
+	for _, m := range misses {
+		if _, ok := recs[m.x.Addr]; ok {
+			continue
+		}
+		bp := recordBufs.Get().(*[]byte)
+		if int(m.x.Addr.Len) > len(*bp) {
+			b := make([]byte, m.x.Addr.Len)
+			bp = &b
+		}
+		bufs = append(bufs, bp)
+		buf := (*bp)[:m.x.Addr.Len]
+		if err := e.be.Read(m.x.Addr, buf); err != nil {
+			for _, b := range bufs {
+				recordBufs.Put(b)
+			}
+			return nil, nil, fmt.Errorf("cachelayer: read object %d block %d: %w", m.x.Ino, m.blk, err)
+		}
+		e.stats.ReadMisses.Add(1)
+		recs[m.x.Addr] = buf
+	}
+	return recs, bufs, nil
+}
+
+// readMisses fills dst's missed blocks from their backend records, caching
+// them. It reports false when the object changed meanwhile.
+func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte, misses []miss) (bool, error) {
+	recs, bufs, err := e.loadRecords(misses)
+	if err != nil {
+		return false, err
+	}
+	defer func() {
+		for _, b := range bufs {
+			recordBufs.Put(b)
+		}
+	}()
+	end := off + uint64(len(dst))
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, m := range misses {
+		bs := m.blk * BlockSize
+		lo, hi := max(bs, off), min(bs+BlockSize, end)
+		if r, ok := e.pages.Get(pageRef{Ino: ino, Blk: m.blk}); ok {
+			copy(dst[lo-off:hi-off], e.pool.data(r.Page)[lo-bs:hi-bs])
+			continue
+		}
+		x, ok := e.st.extentAt(ino, bs)
+		if !ok || x.Addr != m.x.Addr || x.Off-uint64(x.Skip) != m.x.Off-uint64(m.x.Skip) {
+			return false, nil
+		}
+		rec := recs[m.x.Addr]
+		at := uint64(x.Skip) + (bs - x.Off)
+		copy(dst[lo-off:hi-off], rec[at+(lo-bs):at+(hi-bs)])
+	}
+	for a, rec := range recs {
+		e.cacheRecordLocked(ino, a, rec)
+	}
+	return true, nil
+}
+
+// cacheRecordLocked keeps clean copies of the blocks of ino that the live
+// extent map still maps to record a, when pages are to be had without
+// touching dirty data.
+func (e *Engine) cacheRecordLocked(ino Ino, a backend.Addr, rec []byte) {
+	var xs []Extent
+	// A record holds one contiguous file range of one object; its pieces
+	// are within [start, start+len).
+	var start uint64
+	found := false
+	e.st.extents.Ascend(Extent{Ino: ino}, func(x Extent) bool {
+		if x.Ino != ino {
+			return false
+		}
+		if x.Addr == a {
+			start = x.Off - uint64(x.Skip)
+			found = true
+			return false
+		}
+		return true
+	})
+	if !found {
+		return
+	}
+	e.st.extentsIn(ino, start, start+uint64(a.Len), func(x Extent) bool {
+		if x.Addr == a {
+			xs = append(xs, x)
+		}
+		return true
+	})
+	for _, x := range xs {
+		for b := x.Off / BlockSize; b < x.End()/BlockSize; b++ {
+			if _, ok := e.pages.Get(pageRef{Ino: ino, Blk: b}); ok {
+				continue
+			}
+			if e.pool.available() == 0 {
+				return
+			}
+			p := e.allocPageLocked(ino, b, pageClean)
+			at := uint64(x.Skip) + (b*BlockSize - x.Off)
+			copy(e.pool.data(p), rec[at:at+BlockSize])
+		}
+	}
+}
+
+// fetchBlocks brings destaged blocks of ino into the cache (for
+// read-modify-write of partial blocks).
+func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error {
+	e.mu.Lock()
+	var misses []miss
+	for _, b := range blks {
+		if _, ok := e.pages.Get(pageRef{Ino: ino, Blk: b}); ok {
+			continue
+		}
+		if x, ok := e.st.extentAt(ino, b*BlockSize); ok {
+			misses = append(misses, miss{blk: b, x: x})
+		}
+	}
+	need := len(misses)
+	avail := e.pool.available()
+	e.mu.Unlock()
+	if need == 0 {
+		return nil
+	}
+	if avail < need {
+		if err := e.waitPages(ctx, need); err != nil {
+			return err
+		}
+	}
+	recs, bufs, err := e.loadRecords(misses)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		for _, b := range bufs {
+			recordBufs.Put(b)
+		}
+	}()
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for a, rec := range recs {
+		e.cacheRecordLocked(ino, a, rec)
+	}
+	return nil
+}
+
+// maxWriteChunk is the most one logged write op carries; larger writes are
+// split (FUSE sends at most max_write, 1 MiB, at a time anyway).
+const maxWriteChunk = 1 << 20
+
+// Write writes data at off. killSuid asks for setuid/setgid to be cleared
+// (a write by someone without CAP_FSETID). sync makes the write durable
+// before returning (O_SYNC, O_DSYNC).
+func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, killSuidGid, sync bool) (int, error) {
+	if uint64(len(data)) > MaxFileSize || off+uint64(len(data)) > MaxFileSize {
+		return 0, ErrTooBig
+	}
+	chunk := uint64(min(maxWriteChunk, max(BlockSize, e.cfg.DirtyBytes/4)))
+	done := 0
+	for done < len(data) {
+		n := min(len(data)-done, int(chunk-(off+uint64(done))%BlockSize))
+		if _, err := e.writeChunk(ctx, ino, off+uint64(done), data[done:done+n], killSuidGid, sync); err != nil {
+			if done > 0 {
+				return done, nil
+			}
+			return 0, err
+		}
+		done += n
+	}
+	return done, nil
+}
+
+func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byte, killSuidGid, sync bool) (int, error) {
+	n := uint64(len(data))
+	if n == 0 {
+		return 0, nil
+	}
+	blocks := int((off+n-1)/BlockSize - off/BlockSize + 1)
+	if err := e.throttle(ctx, blocks); err != nil {
+		return 0, err
+	}
+	defer e.unreserve(blocks)
+	m := mutation{kind: mWrite, ino: ino, off: off, value: data, time: now()}
+	var flags uint8
+	if killSuidGid {
+		flags = writeKillSuid
+	}
+	m.flags = flags
+	rec := &LogRecord{Type: uint8(OpWrite), Flags: flags, Obj: uint64(ino), Off: off, Len: uint32(n), Payload: appendMutation(nil, &m)}
+	lsn, err := e.run(ctx, 0, rec, func() (*txn, error) {
+		in, ok := e.st.inode(ino)
+		if !ok {
+			return nil, ErrNotExist
+		}
+		if in.IsDir() {
+			return nil, ErrIsDir
+		}
+		if !in.IsReg() {
+			return nil, ErrInvalid
+		}
+		fetch, short := e.writeNeedsLocked(ino, off, n)
+		if len(fetch) > 0 {
+			return nil, &errNeedFetch{ino: ino, blks: fetch}
+		}
+		if short > 0 {
+			return nil, &errNeedPages{n: short}
+		}
+		return &txn{op: OpWrite, muts: []mutation{m}}, nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	e.stats.BytesWritten.Add(int64(n))
+	if sync && e.cfg.Sync != SyncAlways {
+		if err := e.wal.Sync(ctx, lsn); err != nil {
+			return 0, e.logErr(err)
+		}
+	}
+	return int(n), nil
+}
+
+// dirtyLimit is the dirty budget in pages.
+func (e *Engine) dirtyLimit() int { return int(e.cfg.DirtyBytes / BlockSize) }
+
+// throttle waits until blocks more dirty pages fit in the dirty budget and
+// reserves them. A write never fails for lack of room: it waits for destage.
+func (e *Engine) throttle(ctx context.Context, blocks int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	limit := e.dirtyLimit()
+	if e.pool.nDirty+e.reserved+blocks > int(float64(limit)*e.cfg.HighWatermark) {
+		e.kickLocked()
+	}
+	var start time.Time
+	for e.pool.nDirty+e.reserved+blocks > limit && e.pool.nDirty+e.reserved > 0 {
+		if start.IsZero() {
+			start = time.Now()
+			e.stats.ThrottleWaits.Add(1)
+		}
+		if err := e.waitRoomLocked(ctx); err != nil {
+			return err
+		}
+	}
+	if !start.IsZero() {
+		e.stats.ThrottleWaitNs.Add(int64(time.Since(start)))
+	}
+	e.reserved += blocks
+	return nil
+}
+
+func (e *Engine) unreserve(blocks int) {
+	e.mu.Lock()
+	e.reserved -= blocks
+	e.mu.Unlock()
+}
+
+// waitPages waits until n pages can be allocated.
+func (e *Engine) waitPages(ctx context.Context, n int) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for e.pool.available() < n {
+		if e.pool.available()+e.pool.nDirty < n {
+			return fmt.Errorf("cachelayer: %d pages needed, the cache has %d: %w", n, e.pool.pages(), ErrNoSpace)
+		}
+		e.kickLocked()
+		if err := e.waitRoomLocked(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// waitRoomLocked releases mu until destage makes room (or a second passes,
+// or ctx ends) and takes it again.
+func (e *Engine) waitRoomLocked(ctx context.Context) error {
+	ch := e.roomCh
+	e.mu.Unlock()
+	defer e.mu.Lock()
+	t := time.NewTimer(time.Second)
+	defer t.Stop()
+	select {
+	case <-ch:
+	case <-t.C:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if e.isClosed() {
+		return ErrClosed
+	}
+	return nil
+}
+
+func (e *Engine) isClosed() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.closed
+}
+
+// signalRoomLocked wakes everyone waiting for room.
+func (e *Engine) signalRoomLocked() {
+	close(e.roomCh)
+	e.roomCh = make(chan struct{})
+}
+
+// kickLocked asks the flusher for a destage round.
+func (e *Engine) kickLocked() {
+	select {
+	case e.kick <- struct{}{}:
+	default:
+	}
+}

@@ -1,0 +1,426 @@
+package cachelayer
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/dcache/dcache/backend"
+)
+
+// destageScope says which dirty pages a round takes.
+type destageScope int
+
+const (
+	destageAll      destageScope = iota // every page dirty at the cut
+	destageToLow                        // oldest first, down to the low watermark
+	destageMetaOnly                     // no data: persist metadata so the log can be trimmed
+)
+
+func (s destageScope) String() string {
+	switch s {
+	case destageAll:
+		return "all"
+	case destageToLow:
+		return "to-low-watermark"
+	case destageMetaOnly:
+		return "metadata"
+	}
+	return fmt.Sprintf("destageScope(%d)", int(s))
+}
+
+// blockKey names one block of one object.
+type blockKey struct {
+	ino Ino
+	blk uint64
+}
+
+// copied is one run of blocks copied out of the cache into a record.
+type copied struct {
+	ino   Ino
+	blk   uint64 // first block
+	pages []pageCopy
+	addr  backend.Addr
+}
+
+// pageCopy says which page allocation and which version of it was copied.
+type pageCopy struct {
+	page uint32
+	seq  uint32
+	ver  uint32
+}
+
+// full-checkpoint policy: a new checkpoint replaces the deltas once they
+// outgrow the last checkpoint (and at least this much).
+const minDeltaBeforeCheckpoint = 16 << 20
+
+// destage runs one round. persist=false (used while replaying the log)
+// only moves data and keeps everything else for the round after recovery.
+func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) error {
+	e.destageMu.Lock()
+	defer e.destageMu.Unlock()
+	start := time.Now()
+
+	// 1. The cut.
+	e.mu.Lock()
+	cutLSN := e.lastLSN
+	cut := e.st.copy()
+	dq := e.dirtyQ.Copy()
+	target := 0
+	switch scope {
+	case destageAll:
+		target = dq.Len()
+	case destageToLow:
+		low := int(float64(e.dirtyLimit()) * e.cfg.LowWatermark)
+		target = max(0, e.pool.nDirty-low)
+	}
+	changed := e.changed
+	e.changed = newChangeSet()
+	e.mu.Unlock()
+
+	picks := make([]blockKey, 0, target)
+	dq.Scan(func(k dirtyKey) bool {
+		if len(picks) >= target {
+			return false
+		}
+		picks = append(picks, blockKey{k.Ino, k.Blk})
+		return true
+	})
+	slices.SortFunc(picks, func(a, b blockKey) int {
+		if a.ino != b.ino {
+			if a.ino < b.ino {
+				return -1
+			}
+			return 1
+		}
+		if a.blk < b.blk {
+			return -1
+		} else if a.blk > b.blk {
+			return 1
+		}
+		return 0
+	})
+
+	giveBack := func() {
+		e.mu.Lock()
+		e.changed.merge(changed)
+		e.mu.Unlock()
+	}
+
+	// 2. Copy the chosen pages into records and append them to the backend.
+	runs, gone, copyLSN, bytes, err := e.copyOut(picks)
+	if err == nil && len(runs) > 0 {
+		err = e.be.Sync()
+	}
+	if err != nil {
+		giveBack()
+		return fmt.Errorf("cachelayer: destage: %w", err)
+	}
+
+	// 3. Repoint the cut (always) and the live state (where the page is
+	// still the one copied), and find the new replay start.
+	destaged := make(map[Ino]struct{})
+	e.mu.Lock()
+	for _, k := range gone {
+		cut.punchExtents(k.ino, k.blk*BlockSize, (k.blk+1)*BlockSize)
+		destaged[k.ino] = struct{}{}
+	}
+	for i := range runs {
+		r := &runs[i]
+		destaged[r.ino] = struct{}{}
+		cut.setExtent(Extent{Ino: r.ino, Off: r.blk * BlockSize, Len: uint32(len(r.pages)) * BlockSize, Addr: r.addr})
+		e.repointLiveLocked(r, cutLSN)
+	}
+	for ino := range destaged {
+		changed.inos[ino] = struct{}{}
+	}
+	replay := cutLSN + 1
+	if k, ok := e.dirtyQ.Min(); ok && k.LSN < replay {
+		replay = k.LSN
+	}
+	if len(runs) > 0 {
+		e.signalRoomLocked()
+	}
+	e.mu.Unlock()
+	e.stats.DestageBytes.Add(bytes)
+
+	if !persist {
+		giveBack()
+		return nil
+	}
+
+	// 4. Persist: the log first (the copied bytes may hold the effects of
+	// ops up to copyLSN), then the metadata image.
+	if changed.empty() && len(runs) == 0 && len(gone) == 0 {
+		return nil // nothing happened since the last image
+	}
+	if syncTo := max(cutLSN, copyLSN); syncTo > 0 {
+		if err := e.wal.Sync(ctx, syncTo); err != nil {
+			giveBack()
+			return fmt.Errorf("cachelayer: destage: sync log: %w", err)
+		}
+	}
+	if err := e.persistMeta(&cut, metaHeader{cut: cutLSN, replay: replay, nextIno: cut.nextIno}, changed); err != nil {
+		giveBack()
+		return fmt.Errorf("cachelayer: destage: %w", err)
+	}
+
+	// 5. Only now may the log forget what the backend holds.
+	if replay > 1 {
+		if err := e.wal.Trim(replay - 1); err != nil {
+			return fmt.Errorf("cachelayer: destage: trim log to %d: %w", replay-1, err)
+		}
+	}
+	e.stats.DestageRounds.Add(1)
+	e.log.WithFields(logrus.Fields{
+		"scope": scope, "bytes": bytes, "records": len(runs), "cut_lsn": cutLSN,
+		"replay_from": replay, "objects": len(changed.inos), "took": time.Since(start).Round(time.Microsecond),
+	}).Debug("destage round")
+	return nil
+}
+
+// copyOut copies the picked blocks (sorted by object and block) into
+// records of up to MaxRecord bytes and appends them to the backend. Blocks
+// no longer cached were dropped after the cut (truncate, punch, delete):
+// they are returned as gone. copyLSN is the last LSN applied while copying.
+func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copyLSN uint64, bytes int64, err error) {
+	const batch = 4 << 20 // bytes copied per lock hold
+	buf := make([]byte, 0, MaxRecord)
+	var cur *copied
+	flush := func() error {
+		if cur == nil {
+			return nil
+		}
+		addr, err := e.be.Append(buf)
+		if err != nil {
+			return err
+		}
+		cur.addr = addr
+		bytes += int64(len(buf))
+		runs = append(runs, *cur)
+		cur, buf = nil, buf[:0]
+		return nil
+	}
+	for i := 0; i < len(picks); {
+		// Copy a batch under the lock into a staging area, then append
+		// outside it.
+		type staged struct {
+			k    blockKey
+			pc   pageCopy
+			data []byte
+		}
+		var stage []staged
+		stageBuf := make([]byte, 0, min(batch, (len(picks)-i)*BlockSize))
+		e.mu.Lock()
+		for ; i < len(picks) && len(stageBuf) < batch; i++ {
+			k := picks[i]
+			r, ok := e.pages.Get(pageRef{Ino: k.ino, Blk: k.blk})
+			if !ok {
+				gone = append(gone, k)
+				continue
+			}
+			m := &e.pool.meta[r.Page]
+			at := len(stageBuf)
+			stageBuf = append(stageBuf, e.pool.data(r.Page)...)
+			stage = append(stage, staged{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, data: stageBuf[at : at+BlockSize]})
+		}
+		copyLSN = e.lastLSN
+		e.mu.Unlock()
+		for _, s := range stage {
+			if cur != nil && (s.k.ino != cur.ino || s.k.blk != cur.blk+uint64(len(cur.pages)) || len(buf) >= MaxRecord) {
+				if err := flush(); err != nil {
+					return nil, nil, 0, 0, err
+				}
+			}
+			if cur == nil {
+				cur = &copied{ino: s.k.ino, blk: s.k.blk}
+			}
+			cur.pages = append(cur.pages, s.pc)
+			buf = append(buf, s.data...)
+		}
+	}
+	if err := flush(); err != nil {
+		return nil, nil, 0, 0, err
+	}
+	return runs, gone, copyLSN, bytes, nil
+}
+
+// repointLiveLocked records a destaged run in the live state: each block
+// whose page is still the allocation that was copied now has its extent in
+// the run's record; the page is clean if it was not written since the copy,
+// else it stays dirty with only ops after the cut missing from the backend.
+func (e *Engine) repointLiveLocked(r *copied, cutLSN uint64) {
+	// Sub-runs of blocks whose page is the one copied.
+	n := len(r.pages)
+	live := make([]bool, n)
+	for j, pc := range r.pages {
+		ref, ok := e.pages.Get(pageRef{Ino: r.ino, Blk: r.blk + uint64(j)})
+		if !ok || ref.Page != pc.page || e.pool.meta[pc.page].seq != pc.seq {
+			continue
+		}
+		live[j] = true
+		if e.pool.meta[pc.page].ver == pc.ver {
+			e.markCleanLocked(ref)
+		} else {
+			e.redirtyLocked(ref, cutLSN+1)
+		}
+	}
+	for j := 0; j < n; {
+		if !live[j] {
+			j++
+			continue
+		}
+		k := j
+		for k < n && live[k] {
+			k++
+		}
+		x := Extent{Ino: r.ino, Off: (r.blk + uint64(j)) * BlockSize, Len: uint32(k-j) * BlockSize, Skip: uint32(j) * BlockSize, Addr: r.addr}
+		// The blocks were cached, so they count as holding data already.
+		e.st.setExtent(x)
+		j = k
+	}
+	e.changed.inos[r.ino] = struct{}{}
+}
+
+// persistMeta writes the cut as a delta, or as a full checkpoint when
+// there is none yet or the deltas have outgrown the last one.
+func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
+	full := e.cpSize == 0 || e.deltaSize > max(e.cpSize, minDeltaBeforeCheckpoint)
+	kind := backend.MetaDelta
+	if full {
+		kind = backend.MetaCheckpoint
+	}
+	seq := e.metaSeq + 1
+	w, err := e.be.CreateMeta(kind, seq)
+	if err != nil {
+		return err
+	}
+	var n int64
+	if full {
+		n, err = writeCheckpoint(w, cut, h)
+	} else {
+		n, err = writeDelta(w, cut, h, changed)
+	}
+	if err == nil {
+		err = w.Commit()
+	} else {
+		_ = w.Abort()
+	}
+	if err != nil {
+		return fmt.Errorf("write %v %d: %w", kind, seq, err)
+	}
+	e.metaSeq = seq
+	if full {
+		e.cpSize, e.deltaSize = n, 0
+		e.stats.Checkpoints.Add(1)
+		if err := e.be.RemoveMetaBefore(seq); err != nil {
+			e.log.WithError(err).Warn("remove superseded metadata")
+		}
+	} else {
+		e.deltaSize += n
+		e.stats.Deltas.Add(1)
+	}
+	return nil
+}
+
+// destageNeeded decides whether the flusher should run a round now.
+func (e *Engine) destageNeeded() (destageScope, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	limit := e.dirtyLimit()
+	dirty := e.pool.nDirty + e.reserved
+	if k, ok := e.dirtyQ.Min(); ok {
+		at := e.pool.meta[e.pageOfLocked(k.Ino, k.Blk)].dirtyAt
+		if time.Since(time.Unix(0, at)) >= e.cfg.MaxDirtyAge {
+			return destageAll, true
+		}
+	}
+	if used, capacity := e.wal.Usage(); capacity > 0 && used*2 >= capacity {
+		return destageAll, true
+	}
+	if dirty >= int(float64(limit)*e.cfg.HighWatermark) {
+		return destageToLow, true
+	}
+	if e.pool.nDirty > 0 && e.pool.available() == 0 {
+		return destageToLow, true
+	}
+	if !e.changed.empty() && time.Since(e.lastPersist) >= e.cfg.MaxDirtyAge {
+		return destageMetaOnly, true
+	}
+	return 0, false
+}
+
+// flusher runs destage rounds in the background.
+func (e *Engine) flusher() {
+	defer e.done.Done()
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	failing := false
+	backoff := 100 * time.Millisecond
+	for {
+		select {
+		case <-e.stop:
+			return
+		case <-e.kick:
+		case <-tick.C:
+		}
+		scope, ok := e.destageNeeded()
+		if !ok {
+			continue
+		}
+		err := e.destage(context.Background(), scope, true)
+		if err != nil {
+			e.stats.DestageErrors.Add(1)
+			e.mu.Lock()
+			e.lastErr = err
+			e.mu.Unlock()
+			if !failing {
+				e.log.WithError(err).Error("destage failed; data stays dirty in the cache and the log, retrying")
+				failing = true
+			}
+			select {
+			case <-e.stop:
+				return
+			case <-time.After(backoff):
+			}
+			backoff = min(backoff*2, 10*time.Second)
+			continue
+		}
+		if failing {
+			e.log.Info("destage recovered")
+			failing = false
+		}
+		backoff = 100 * time.Millisecond
+		e.mu.Lock()
+		e.lastErr = nil
+		e.lastPersist = time.Now()
+		e.mu.Unlock()
+	}
+}
+
+// Flush destages everything dirty now and persists the metadata, so that
+// the backend alone holds the filesystem.
+func (e *Engine) Flush(ctx context.Context) error {
+	for i := 0; ; i++ {
+		if err := e.destage(ctx, destageAll, true); err != nil {
+			return err
+		}
+		e.mu.Lock()
+		dirty, pending := e.pool.nDirty, !e.changed.empty()
+		e.mu.Unlock()
+		if dirty == 0 && !pending {
+			return nil
+		}
+		if i >= 3 {
+			// Writers keep dirtying pages: what was dirty when Flush was
+			// called is in the backend.
+			return nil
+		}
+		if err := ctx.Err(); err != nil {
+			return err
+		}
+	}
+}

@@ -1,0 +1,175 @@
+package cachelayer
+
+import (
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/dcache/dcache/backend"
+)
+
+// Ino is a user object's id; it doubles as the inode number users see.
+// Numbers are never reused within one filesystem.
+type Ino uint64
+
+// RootIno is the root directory's id.
+const RootIno Ino = 1
+
+// BlockSize is the unit of caching, dirty tracking and extent alignment.
+const BlockSize = 4096
+
+// MaxRecord is the largest run of one object's bytes destaged as one backend
+// record (and so read back and checksum-verified as one unit).
+const MaxRecord = 64 << 10
+
+// MaxNameLen is the longest directory entry name, in bytes.
+const MaxNameLen = 255
+
+// MaxSymlinkLen is the longest symlink target.
+const MaxSymlinkLen = 4095
+
+// MaxXattrValue is the largest extended attribute value (as Linux).
+const MaxXattrValue = 64 << 10
+
+// MaxFileSize is the largest file size accepted (EFBIG beyond).
+const MaxFileSize = 1 << 50
+
+// Time is a timestamp with nanosecond precision, as in stat(2).
+type Time struct {
+	Sec  int64
+	Nsec uint32
+}
+
+// TimeOf converts a time.Time.
+func TimeOf(t time.Time) Time { return Time{Sec: t.Unix(), Nsec: uint32(t.Nanosecond())} }
+
+// Std converts to time.Time.
+func (t Time) Std() time.Time { return time.Unix(t.Sec, int64(t.Nsec)) }
+
+// Inode is one user object's attributes. It is stored by value in the inode
+// tree; change it by replacing the item.
+type Inode struct {
+	Ino    Ino
+	Parent Ino    // directories: the directory holding it (the root: itself)
+	Mode   uint32 // file type and permission bits, as st_mode
+	Nlink  uint32
+	Uid    uint32
+	Gid    uint32
+	Rdev   uint32
+	Size   uint64
+	Blocks uint64 // blocks holding data (cached or destaged); derived, recomputed on load
+	Atime  Time
+	Mtime  Time
+	Ctime  Time
+	Target string // symlink target
+}
+
+// IsDir reports whether the object is a directory.
+func (in *Inode) IsDir() bool { return in.Mode&syscall.S_IFMT == syscall.S_IFDIR }
+
+// IsReg reports whether the object is a regular file.
+func (in *Inode) IsReg() bool { return in.Mode&syscall.S_IFMT == syscall.S_IFREG }
+
+// IsSymlink reports whether the object is a symlink.
+func (in *Inode) IsSymlink() bool { return in.Mode&syscall.S_IFMT == syscall.S_IFLNK }
+
+// Dirent is one directory entry.
+type Dirent struct {
+	Parent Ino
+	Name   string
+	Ino    Ino
+	Type   uint32 // file type bits of the target (Mode & S_IFMT)
+}
+
+// Xattr is one extended attribute. Value is never modified in place.
+type Xattr struct {
+	Ino   Ino
+	Name  string
+	Value []byte
+}
+
+// Extent maps Len bytes of an object starting at file offset Off (both
+// multiples of BlockSize) to bytes of a backend record: the extent's first
+// byte is at Skip within the record at Addr. Splitting an extent keeps Addr,
+// so a read always verifies the whole record's checksum.
+type Extent struct {
+	Ino  Ino
+	Off  uint64
+	Len  uint32
+	Skip uint32
+	Addr backend.Addr
+}
+
+// End is the file offset just past the extent.
+func (x Extent) End() uint64 { return x.Off + uint64(x.Len) }
+
+// pageRef is the page index's item: which pool page caches block Blk of Ino.
+type pageRef struct {
+	Ino   Ino
+	Blk   uint64
+	Page  uint32
+	Dirty bool
+}
+
+func inodeLess(a, b Inode) bool { return a.Ino < b.Ino }
+
+func direntLess(a, b Dirent) bool {
+	if a.Parent != b.Parent {
+		return a.Parent < b.Parent
+	}
+	return a.Name < b.Name
+}
+
+func xattrLess(a, b Xattr) bool {
+	if a.Ino != b.Ino {
+		return a.Ino < b.Ino
+	}
+	return a.Name < b.Name
+}
+
+func extentLess(a, b Extent) bool {
+	if a.Ino != b.Ino {
+		return a.Ino < b.Ino
+	}
+	return a.Off < b.Off
+}
+
+func pageRefLess(a, b pageRef) bool {
+	if a.Ino != b.Ino {
+		return a.Ino < b.Ino
+	}
+	return a.Blk < b.Blk
+}
+
+// validName checks a directory entry name.
+func validName(name string) error {
+	if name == "" || name == "." || name == ".." || strings.IndexByte(name, '/') >= 0 || strings.IndexByte(name, 0) >= 0 {
+		return ErrInvalid
+	}
+	if len(name) > MaxNameLen {
+		return ErrNameTooLong
+	}
+	return nil
+}
+
+// Attr is what the filesystem layer reports for an object.
+type Attr struct {
+	Inode
+}
+
+// Caller identifies who asks for an op (for ownership of new objects).
+type Caller struct {
+	Uid, Gid uint32
+	Pid      uint32
+}
+
+// SetAttr says which attributes to change; nil fields are left alone.
+type SetAttr struct {
+	Mode        *uint32 // permission bits (file type bits ignored)
+	Uid, Gid    *uint32
+	Size        *uint64
+	Atime       *Time
+	Mtime       *Time
+	Ctime       *Time // explicit ctime (kernel writeback of times); otherwise ctime = now
+	KillSuidGid bool  // clear setuid/setgid (truncate by a non-owner)
+}
