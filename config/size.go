@@ -22,13 +22,30 @@ const (
 	TiB Size = 1 << 40
 )
 
-// sizeUnits maps every accepted unit suffix to its multiplier.
-var sizeUnits = map[string]int64{
-	"": 1, "B": 1,
-	"K": 1 << 10, "KiB": 1 << 10, "KB": 1e3,
-	"M": 1 << 20, "MiB": 1 << 20, "MB": 1e6,
-	"G": 1 << 30, "GiB": 1 << 30, "GB": 1e9,
-	"T": 1 << 40, "TiB": 1 << 40, "TB": 1e12,
+// sizeUnit returns the multiplier of a unit suffix, and whether the
+// suffix is one.
+func sizeUnit(unit string) (int64, bool) {
+	switch unit {
+	case "", "B":
+		return 1, true
+	case "K", "KiB":
+		return 1 << 10, true
+	case "M", "MiB":
+		return 1 << 20, true
+	case "G", "GiB":
+		return 1 << 30, true
+	case "T", "TiB":
+		return 1 << 40, true
+	case "KB":
+		return 1e3, true
+	case "MB":
+		return 1e6, true
+	case "GB":
+		return 1e9, true
+	case "TB":
+		return 1e12, true
+	}
+	return 0, false
 }
 
 // ParseSize parses a size as described on Size.
@@ -49,7 +66,7 @@ func parseSize(s string) (Size, error) {
 		i++
 	}
 	num, unit := s[:i], s[i:]
-	mult, ok := sizeUnits[unit]
+	mult, ok := sizeUnit(unit)
 	if !ok {
 		return 0, bad()
 	}

@@ -91,6 +91,9 @@ func parseYAML(data []byte, name string, keys []key, itemDefault *Replica, ps *p
 		s.syntaxError(err)
 		return s.layer
 	}
+	if len(doc.Content) == 0 {
+		return s.layer
+	}
 	root := resolve(doc.Content[0])
 	switch {
 	case root.Kind == yaml.MappingNode:
