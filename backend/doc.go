@@ -101,14 +101,18 @@
 //
 // Append returns an address at once; the record is durable after the next
 // successful Sync (data of every segment written since the previous Sync is
-// fdatasync'd, segments/ is fsync'd when a segment file was created). A
-// failed write or sync voids every address handed out since the last
-// successful Sync: the segments involved are sealed and never written again
-// (after a failed fsync the kernel may have dropped the dirty pages, so
-// retrying on the same file proves nothing), reads of voided addresses fail
-// with ErrVoided, and the next Append starts a new segment. The caller
-// re-appends the data it still holds and gets new, valid addresses.
-// Addresses made durable by an earlier Sync are never touched again.
+// fdatasync'd, segments/ is fsync'd when a segment file was created).
+//
+// When Append or Sync fails with an I/O error (a write, a sync, or the
+// creation of a segment file), every address handed out since the last
+// successful Sync is void: the segments involved are sealed and never
+// written again (after a failed fsync the kernel may have dropped the dirty
+// pages, so retrying on the same file proves nothing), a segment holding
+// nothing durable is removed, reads of voided addresses fail with ErrVoided,
+// and the next Append starts a new segment. The caller re-appends the data
+// it still holds and gets new, valid addresses. Addresses made durable by an
+// earlier Sync are never written again, so a failed or partial write cannot
+// damage them.
 //
 // # Concurrency and lock order
 //

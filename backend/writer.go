@@ -31,8 +31,8 @@ func (a Addr) String() string {
 // the next successful Sync. Appends go through a write buffer that is
 // written out with one large write when full.
 //
-// On an I/O error every address returned since the last successful Sync is
-// voided (see the package documentation); the store stays usable and the
+// After an I/O error every address returned since the last successful Sync
+// is void (see the package documentation); the store stays usable and the
 // caller appends that data again. Safe for concurrent use.
 func (s *Store) Append(p []byte) (Addr, error) {
 	if len(p) == 0 || len(p) > MaxRecordLen {
@@ -167,7 +167,9 @@ func (s *Store) startSegmentLocked() error {
 	s.nextSeg++
 	f, err := s.fsys.Create(s.segmentPath(num))
 	if err != nil {
-		return fmt.Errorf("backend: create segment %d: %w", num, err)
+		// Nothing was written, but one rule for every failed Append keeps
+		// the caller simple: what it appended since the last Sync is void.
+		return s.failLocked(fmt.Errorf("backend: create segment %d: %w", num, err))
 	}
 	s.newFile = true
 	s.active = &segWriter{num: num, f: f, end: segmentHdrLen}
