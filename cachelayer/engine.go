@@ -291,6 +291,10 @@ func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func(
 			}
 			return 0, err
 		}
+		if len(t.muts) == 0 {
+			e.mu.Unlock()
+			return 0, nil // nothing changes (a rename onto itself)
+		}
 		var lrec *LogRecord
 		if rec == nil {
 			var payload []byte
@@ -306,6 +310,9 @@ func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func(
 		}
 		committed = true
 		e.applyLocked(t.muts, lsn)
+		for _, ino := range t.refs {
+			e.refs[ino]++
+		}
 		e.mu.Unlock()
 		e.stats.Ops[t.op].Add(1)
 		if e.cfg.Sync == SyncAlways {

@@ -62,9 +62,15 @@ func TestNamespaceErrors(t *testing.T) {
 		op   func() error
 		want error
 	}{
-		{"create existing", func() error { _, err := e.Create(bg, RootIno, "f", NewObject{Mode: syscall.S_IFREG | 0o644}, root()); return err }, ErrExist},
+		{"create existing", func() error {
+			_, err := e.Create(bg, RootIno, "f", NewObject{Mode: syscall.S_IFREG | 0o644}, root())
+			return err
+		}, ErrExist},
 		{"create in file", func() error { _, err := e.Create(bg, f.Ino, "x", NewObject{Mode: syscall.S_IFREG}, root()); return err }, ErrNotDir},
-		{"create long name", func() error { _, err := e.Create(bg, RootIno, long, NewObject{Mode: syscall.S_IFREG}, root()); return err }, ErrNameTooLong},
+		{"create long name", func() error {
+			_, err := e.Create(bg, RootIno, long, NewObject{Mode: syscall.S_IFREG}, root())
+			return err
+		}, ErrNameTooLong},
 		{"lookup long name", func() error { _, err := e.Lookup(RootIno, long); return err }, ErrNameTooLong},
 		{"lookup missing", func() error { _, err := e.Lookup(RootIno, "nope"); return err }, ErrNotExist},
 		{"unlink dir", func() error { return e.Unlink(bg, RootIno, "d") }, ErrIsDir},
@@ -150,8 +156,9 @@ func TestLinkCountsAndRename(t *testing.T) {
 		t.Fatal(err)
 	}
 	check(f.Ino, 3)
-	// Unlink while referenced: the object stays until Unref.
-	e.Ref(f.Ino, 1)
+	// Unlink while referenced: the object stays until the last Unref. The
+	// create and the two links each took one reference, as the kernel's
+	// lookup count would.
 	for _, n := range []struct {
 		p    Ino
 		name string
@@ -162,6 +169,10 @@ func TestLinkCountsAndRename(t *testing.T) {
 	}
 	check(f.Ino, 0)
 	mustWrite(t, e, f.Ino, 0, []byte("still open"))
+	e.Unref(f.Ino, 2)
+	if _, err := e.GetAttr(f.Ino); err != nil {
+		t.Errorf("unlinked object with a reference left: %v", err)
+	}
 	e.Unref(f.Ino, 1)
 	if _, err := e.GetAttr(f.Ino); !errors.Is(err, ErrNotExist) {
 		t.Errorf("unlinked object after last unref: %v", err)

@@ -80,6 +80,7 @@ type txn struct {
 	n     uint32
 	flags uint8
 	muts  []mutation
+	refs  []Ino // references the op takes once committed (not logged)
 }
 
 func (t *txn) add(m mutation) { t.muts = append(t.muts, m) }

@@ -18,6 +18,7 @@ type builder struct {
 	inodes  map[Ino]Inode
 	order   []Ino
 	deleted map[Ino]bool
+	refs    []Ino // references to take when the op commits
 }
 
 func (e *Engine) newBuilder(op OpType, obj Ino) *builder {
@@ -59,6 +60,7 @@ func (b *builder) unlinked(in Inode, ts Time) {
 }
 
 func (b *builder) txn() *txn {
+	b.t.refs = b.refs
 	for _, ino := range b.order {
 		if !b.deleted[ino] {
 			b.t.putInode(b.inodes[ino])
@@ -96,8 +98,17 @@ func (e *Engine) GetAttr(ino Ino) (Inode, error) {
 	return in, nil
 }
 
-// Lookup finds name in directory parent.
-func (e *Engine) Lookup(parent Ino, name string) (Inode, error) {
+// Lookup finds name in directory parent. With ref, the object gets one
+// reference (the kernel's lookup count) in the same step, so that it cannot
+// be deleted between the lookup and the reference.
+func (e *Engine) Lookup(parent Ino, name string) (Inode, error) { return e.lookup(parent, name, false) }
+
+// LookupRef is Lookup taking one reference to the object found.
+func (e *Engine) LookupRef(parent Ino, name string) (Inode, error) {
+	return e.lookup(parent, name, true)
+}
+
+func (e *Engine) lookup(parent Ino, name string, ref bool) (Inode, error) {
 	if len(name) > MaxNameLen {
 		return Inode{}, ErrNameTooLong
 	}
@@ -118,6 +129,9 @@ func (e *Engine) Lookup(parent Ino, name string) (Inode, error) {
 	if !ok {
 		return Inode{}, ErrNotExist
 	}
+	if ref {
+		e.refs[in.Ino]++
+	}
 	return in, nil
 }
 
@@ -129,7 +143,8 @@ type NewObject struct {
 }
 
 // Create makes a new object (regular file, directory, symlink, fifo,
-// socket or device node) named name in parent, owned by the caller.
+// socket or device node) named name in parent, owned by the caller. The new
+// object gets one reference (the kernel's lookup count of the reply).
 func (e *Engine) Create(ctx context.Context, parent Ino, name string, obj NewObject, c Caller) (Inode, error) {
 	if err := validName(name); err != nil {
 		return Inode{}, err
@@ -198,6 +213,7 @@ func (e *Engine) Create(ctx context.Context, parent Ino, name string, obj NewObj
 		b.t.putDirent(Dirent{Parent: parent, Name: name, Ino: in.Ino, Type: in.Mode & syscall.S_IFMT})
 		b.put(in)
 		b.put(p)
+		b.refs = append(b.refs, in.Ino)
 		made = in
 		return b.txn(), nil
 	})
@@ -207,7 +223,7 @@ func (e *Engine) Create(ctx context.Context, parent Ino, name string, obj NewObj
 	return made, nil
 }
 
-// Link makes name in parent another name of ino.
+// Link makes name in parent another name of ino, taking one reference.
 func (e *Engine) Link(ctx context.Context, ino, parent Ino, name string) (Inode, error) {
 	if err := validName(name); err != nil {
 		return Inode{}, err
@@ -242,6 +258,7 @@ func (e *Engine) Link(ctx context.Context, ino, parent Ino, name string) (Inode,
 		b.t.putDirent(Dirent{Parent: parent, Name: name, Ino: ino, Type: in.Mode & syscall.S_IFMT})
 		b.put(in)
 		b.put(p)
+		b.refs = append(b.refs, in.Ino)
 		out = in
 		return b.txn(), nil
 	})
