@@ -1,0 +1,346 @@
+package logarea
+
+import (
+	"context"
+	"fmt"
+	"sync"
+
+	"github.com/golang/snappy"
+)
+
+// Entry is a record with reserved room, returned by Reserve and consumed by
+// exactly one Commit or Cancel. Its payload must not change in between.
+type Entry struct {
+	l       *Log
+	rec     Record
+	payload []byte // as stored: rec.Payload or its compressed form
+	pooled  *[]byte
+	rflags  uint8
+	pcrc    uint32
+	size    int64
+	done    bool
+}
+
+// Size is the entry's footprint in the log, header and padding included.
+func (e *Entry) Size() int64 { return e.size }
+
+var compressPool = sync.Pool{New: func() any {
+	b := make([]byte, 0, snappy.MaxEncodedLen(MaxPayload))
+	return &b
+}}
+
+// Reserve prepares rec (compresses the payload when that saves space,
+// checksums it) and waits until there is room for it both in the memory
+// buffer and in the record area. A full log makes Reserve wait for Trim;
+// it fails only when ctx ends, the log fails or closes, or rec is invalid.
+// It must not be called with the engine's lock held; it may run
+// concurrently. Requests are served in arrival order.
+func (l *Log) Reserve(ctx context.Context, rec Record) (*Entry, error) {
+	if rec.Type == 0 {
+		return nil, fmt.Errorf("%w: type 0", ErrBadRecord)
+	}
+	if len(rec.Payload) > MaxPayload {
+		return nil, fmt.Errorf("%w: %d-byte payload, at most %d", ErrTooLarge, len(rec.Payload), MaxPayload)
+	}
+	e := &Entry{l: l, rec: rec, payload: rec.Payload}
+	if l.cfg.Compression && len(rec.Payload) >= 64 {
+		bp := compressPool.Get().(*[]byte)
+		c := snappy.Encode((*bp)[:cap(*bp)], rec.Payload)
+		if len(c) < len(rec.Payload)-len(rec.Payload)/16 { // worth at least 1/16
+			e.payload, e.rflags, e.pooled = c, rflagSnappy, bp
+		} else {
+			compressPool.Put(bp)
+		}
+	}
+	e.pcrc = crc32c(e.payload)
+	e.size = int64(recordSize(len(e.payload)))
+
+	l.mu.Lock()
+	if err := l.usableLocked(); err != nil {
+		l.mu.Unlock()
+		e.release()
+		return nil, err
+	}
+	if len(l.waiters) == 0 && l.fitsLocked(e.size) {
+		l.reserveLocked(e.size)
+		l.mu.Unlock()
+		return e, nil
+	}
+	w := &waiter{size: e.size, ready: make(chan struct{})}
+	l.waiters = append(l.waiters, w)
+	l.mu.Unlock()
+
+	select {
+	case <-w.ready:
+		if w.err != nil {
+			e.release()
+			return nil, w.err
+		}
+		return e, nil
+	case <-ctx.Done():
+		l.mu.Lock()
+		if w.granted {
+			l.unreserveLocked(e.size)
+		} else if w.err == nil {
+			for i, x := range l.waiters {
+				if x == w {
+					l.waiters = append(l.waiters[:i], l.waiters[i+1:]...)
+					break
+				}
+			}
+		}
+		l.grantLocked() // a large request leaving may let smaller ones in
+		l.mu.Unlock()
+		e.release()
+		return nil, ctx.Err()
+	}
+}
+
+// fitsLocked reports whether size more bytes fit both the memory buffer
+// being filled and the record area up to the durable tail.
+func (l *Log) fitsLocked(size int64) bool {
+	return int64(len(l.cur))+l.memReserved+size <= l.bufSize &&
+		int64(l.head-l.tailPos)+l.devReserved+size <= int64(l.areaSize)
+}
+
+func (l *Log) reserveLocked(size int64) {
+	l.memReserved += size
+	l.devReserved += size
+}
+
+func (l *Log) unreserveLocked(size int64) {
+	l.memReserved -= size
+	l.devReserved -= size
+}
+
+// grantLocked hands room to waiting Reserve calls, first come first served.
+func (l *Log) grantLocked() {
+	for len(l.waiters) > 0 && l.fitsLocked(l.waiters[0].size) {
+		w := l.waiters[0]
+		l.waiters[0] = nil
+		l.waiters = l.waiters[1:]
+		l.reserveLocked(w.size)
+		w.granted = true
+		close(w.ready)
+	}
+}
+
+func (e *Entry) release() {
+	if e.pooled != nil {
+		compressPool.Put(e.pooled)
+		e.pooled = nil
+	}
+	e.payload = nil
+	e.rec.Payload = nil
+}
+
+// Commit assigns the next LSN to a reserved entry and queues it for the
+// writer. It does no I/O and never waits for room (Reserve took it), so the
+// engine calls it under its own lock, in the order it applies the ops. It
+// fails only when the log has failed or is closed; the reservation is given
+// back then.
+func (l *Log) Commit(e *Entry) (LSN, error) {
+	if e == nil || e.l != l || e.done {
+		return 0, ErrEntryUsed
+	}
+	e.done = true
+	l.mu.Lock()
+	if err := l.usableLocked(); err != nil {
+		l.unreserveLocked(e.size)
+		l.grantLocked()
+		l.mu.Unlock()
+		e.release()
+		return 0, err
+	}
+	lsn := l.nextLSN
+	l.nextLSN++
+	pos := l.head
+	l.head += uint64(e.size)
+	l.unreserveLocked(e.size)
+	l.index.push(pos)
+	l.appended = true
+
+	n := len(l.cur)
+	l.cur = l.cur[:n+int(e.size)]
+	b := l.cur[n:]
+	h := recHeader{
+		lsn: lsn, synced: l.durableLSN, obj: e.rec.Obj, off: e.rec.Off, length: e.rec.Len,
+		stored: uint32(len(e.payload)), pcrc: e.pcrc, epoch: l.epoch,
+		typ: e.rec.Type, flags: e.rec.Flags, rflags: e.rflags,
+	}
+	encodeHeader(b, &h, l.seed)
+	copy(b[headerSize:], e.payload)
+	clear(b[headerSize+len(e.payload):])
+	l.st.records++
+	l.st.bytesIn += int64(len(e.rec.Payload))
+	l.st.bytesOut += e.size
+	if e.rflags&rflagSnappy != 0 {
+		l.st.compessed++
+	}
+	l.mu.Unlock()
+	e.release()
+	l.wakeWriter()
+	return lsn, nil
+}
+
+// Cancel gives back the room of an entry that will not be committed.
+func (l *Log) Cancel(e *Entry) {
+	if e == nil || e.l != l || e.done {
+		return
+	}
+	e.done = true
+	l.mu.Lock()
+	l.unreserveLocked(e.size)
+	l.grantLocked()
+	l.mu.Unlock()
+	e.release()
+}
+
+// Sync waits until every record up to lsn is durable on the write quorum.
+// Concurrent Syncs and Commits share device writes and syncs: the writer
+// takes everything committed so far into one write and one sync per
+// replica.
+func (l *Log) Sync(ctx context.Context, lsn LSN) error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if lsn >= l.nextLSN && lsn > l.durableLSN {
+		return fmt.Errorf("%w: sync of lsn %d, last committed is %d", ErrBadLSN, lsn, l.nextLSN-1)
+	}
+	for lsn > l.durableLSN {
+		if l.failErr != nil {
+			return l.failErr
+		}
+		if l.closed {
+			return ErrClosed
+		}
+		if lsn > l.syncWanted {
+			l.syncWanted = lsn
+			l.wakeWriter()
+		}
+		ch := l.durableCh
+		l.mu.Unlock()
+		select {
+		case <-ch:
+			l.mu.Lock()
+		case <-ctx.Done():
+			l.mu.Lock()
+			return ctx.Err()
+		}
+	}
+	return nil
+}
+
+// batch is one round of the writer: records written to every healthy
+// replica with one write each (two where the area wraps), then synced when
+// a Sync waits or the log closes.
+type batch struct {
+	buf   []byte
+	pos   uint64
+	first LSN
+	last  LSN
+	sync  bool
+}
+
+// writer moves committed records to the devices. It writes whatever is
+// committed as soon as it can, so the loss window without Sync stays one
+// round wide, and syncs when asked: Syncs that arrive during a round are
+// served together by the next one (group commit).
+func (l *Log) writer() {
+	defer close(l.writerDone)
+	for {
+		l.mu.Lock()
+		for {
+			if l.failErr != nil {
+				l.closed = true
+				l.notifyLocked()
+				l.mu.Unlock()
+				return
+			}
+			if len(l.cur) > 0 || l.syncWanted > l.durableLSN || l.metaDirty ||
+				(l.closing && l.durableLSN < l.nextLSN-1) {
+				break
+			}
+			if l.closing {
+				l.closed = true
+				l.notifyLocked()
+				l.mu.Unlock()
+				return
+			}
+			l.mu.Unlock()
+			<-l.wake
+			l.mu.Lock()
+		}
+		if l.metaDirty {
+			l.metaDirty = false
+			l.mu.Unlock()
+			l.recordFailures()
+			continue
+		}
+		b := batch{buf: l.cur, pos: l.curPos, first: l.curFirst, last: l.nextLSN - 1}
+		b.sync = l.syncWanted > l.durableLSN || l.closing
+		l.cur, l.spare = l.spare, nil
+		l.curPos, l.curFirst = l.head, l.nextLSN
+		l.grantLocked() // the new buffer is empty
+		reps := l.healthyLocked()
+		l.mu.Unlock()
+
+		errs := l.writeRound(reps, &b)
+
+		l.mu.Lock()
+		for i, err := range errs {
+			if err != nil {
+				l.failReplicaLocked(reps[i], err)
+			}
+		}
+		l.spare = b.buf[:0]
+		if l.failErr == nil {
+			l.writtenLSN = b.last
+			if b.sync {
+				l.durableLSN = b.last
+				l.st.syncs++
+			}
+			if n := int64(b.last - b.first + 1); len(b.buf) > 0 {
+				l.st.batches++
+				l.st.maxBatch = max(l.st.maxBatch, n)
+			}
+			for i, r := range reps {
+				if errs[i] == nil {
+					r.written = b.last
+					if b.sync {
+						r.synced = b.last
+					}
+				}
+			}
+			l.notifyLocked()
+		}
+		l.mu.Unlock()
+	}
+}
+
+// writeRound writes b to every replica in parallel and returns each
+// replica's error.
+func (l *Log) writeRound(reps []*replica, b *batch) []error {
+	errs := make([]error, len(reps))
+	if len(reps) == 1 {
+		errs[0] = reps[0].writeRecords(b.buf, b.pos, b.sync)
+		return errs
+	}
+	var wg sync.WaitGroup
+	for i, r := range reps {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = r.writeRecords(b.buf, b.pos, b.sync)
+		}()
+	}
+	wg.Wait()
+	return errs
+}
+
+// recordFailures writes the replicas' health into the survivors' metadata,
+// so that the next Open knows which replicas stopped being written.
+func (l *Log) recordFailures() {
+	if err := l.writeMetaAll(true); err != nil {
+		l.log.WithError(err).Error("recording a replica failure in the log metadata")
+	}
+}
