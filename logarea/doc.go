@@ -72,15 +72,15 @@
 // replica fails. Open does not replay from a replica the newest metadata
 // marks failed while another one is usable, and rebuilds it.
 //
-//	  0  magic "DCLOGMT\0"      8 B
-//	  8  format version         u32
-//	 12  CRC-32C                u32   over bytes 0..12 and 16..1024
-//	 16  seq                    u64
-//	 24  log id                 u64
-//	 32  replica count          u32
-//	 36  zero                   u32
-//	 40  per replica, 16 B:     state u8 (0 ok, 1 failed), 7 B zero,
-//	                            next LSN when it failed u64
+//	 0  magic "DCLOGMT\0"      8 B
+//	 8  format version         u32
+//	12  CRC-32C                u32   over bytes 0..12 and 16..1024
+//	16  seq                    u64
+//	24  log id                 u64
+//	32  replica count          u32
+//	36  zero                   u32
+//	40  per replica, 16 B:     state u8 (0 ok, 1 failed), 7 B zero,
+//	                           next LSN when it failed u64
 //
 // Record area: logical positions grow forever; position p lives at device
 // offset areaOff + p % areaSize, so a record may wrap around the end. Each
