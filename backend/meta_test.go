@@ -18,14 +18,19 @@ type metaSpec struct {
 // metaContent is the stream written for a spec.
 func metaContent(m metaSpec) []byte { return payload(uint64(m.kind)<<32|m.seq, m.size) }
 
-// writeMeta commits a meta file, writing the stream in uneven pieces.
+// writeMeta commits a meta file holding metaContent(m).
 func writeMeta(t testing.TB, s *Store, m metaSpec) {
 	t.Helper()
-	w, err := s.CreateMeta(m.kind, m.seq)
+	writeMetaBytes(t, s, m.kind, m.seq, metaContent(m))
+}
+
+// writeMetaBytes commits a meta file, writing data in uneven pieces.
+func writeMetaBytes(t testing.TB, s *Store, kind MetaKind, seq uint64, data []byte) {
+	t.Helper()
+	w, err := s.CreateMeta(kind, seq)
 	if err != nil {
-		t.Fatalf("CreateMeta(%v, %d): %v", m.kind, m.seq, err)
+		t.Fatalf("CreateMeta(%v, %d): %v", kind, seq, err)
 	}
-	data := metaContent(m)
 	for i, step := 0, 1; i < len(data); step = step*3 + 1 {
 		j := min(len(data), i+step)
 		if n, err := w.Write(data[i:j]); err != nil || n != j-i {
@@ -34,7 +39,7 @@ func writeMeta(t testing.TB, s *Store, m metaSpec) {
 		i = j
 	}
 	if err := w.Commit(); err != nil {
-		t.Fatalf("Commit(%v %d): %v", m.kind, m.seq, err)
+		t.Fatalf("Commit(%v %d): %v", kind, seq, err)
 	}
 }
 
