@@ -186,6 +186,27 @@ func TestCorruptSegmentDetected(t *testing.T) {
 				t.Fatal(err)
 			}
 		}, []string{"segment 1", "does not exist"}},
+		{"segment of another filesystem", func(t *testing.T, path string, a Addr) {
+			other := mustOpen(t, OSFS{}, t.TempDir(), Config{})
+			mustAppend(t, other, payload(1, 3000))
+			mustAppend(t, other, payload(2, 5000))
+			if err := other.Close(); err != nil {
+				t.Fatal(err)
+			}
+			b, err := os.ReadFile(other.segmentPath(1))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(path, b, 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}, []string{"segment 1", "belongs to filesystem"}},
+		{"segment header with another number", func(t *testing.T, path string, a Addr) {
+			b, _ := os.ReadFile(path)
+			le.PutUint64(b[32:], 9)
+			le.PutUint32(b[40:], crc(b[:40]))
+			os.WriteFile(path, b, 0o644)
+		}, []string{"segment 1", "header says number 9"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -384,5 +405,51 @@ func TestConcurrentReadDuringAppend(t *testing.T) {
 	}
 	if len(s.Segments()) < 5 {
 		t.Errorf("only %d segments: the test did not exercise rollover", len(s.Segments()))
+	}
+}
+
+// TestReadHandleLimit reads many segments concurrently through a handle
+// cache smaller than their number.
+func TestReadHandleLimit(t *testing.T) {
+	s := mustOpen(t, OSFS{}, t.TempDir(), Config{SegmentSize: MinSegmentSize})
+	s.handles.max = 2
+	const n = 8
+	var addrs []Addr
+	for i := range n {
+		addrs = append(addrs, mustAppend(t, s, payload(uint64(i), 700_000))) // one per segment
+	}
+	if err := s.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	errc := make(chan error, 4)
+	for r := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			buf := make([]byte, 700_000)
+			for k := range 40 {
+				i := (k*5 + r*3) % n
+				if err := s.Read(addrs[i], buf); err != nil {
+					errc <- err
+					return
+				}
+				if string(buf) != string(payload(uint64(i), 700_000)) {
+					errc <- fmt.Errorf("record %d differs", i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errc)
+	for err := range errc {
+		t.Error(err)
+	}
+	if got := s.handles.cached(); got > 2 {
+		t.Errorf("%d segment handles cached when idle, limit 2", got)
+	}
+	if addrs[n-1].Segment != n {
+		t.Errorf("last record in segment %d, want %d", addrs[n-1].Segment, n)
 	}
 }

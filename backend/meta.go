@@ -21,7 +21,9 @@ const (
 )
 
 // MetaWriter receives the engine's encoding of one checkpoint or delta.
-// Nothing is visible to LoadMeta before Commit returns nil.
+// Nothing is visible to LoadMeta before Commit returns nil. A MetaWriter is
+// used by one goroutine at a time; writers of different files may run
+// concurrently.
 type MetaWriter interface {
 	io.Writer
 	// Commit writes the trailer, fsyncs the file, renames it into place and
@@ -129,7 +131,7 @@ func (w *metaWriter) commit() error {
 		return ErrClosed
 	}
 	var tr [metaTrailerLen]byte
-	le.PutUint64(tr[:], w.n)
+	le.PutUint64(tr[:8], w.n) // the CRC covers the length field too
 	putMetaTrailer(tr[:], w.n, crc32.Update(w.sum, castagnoli, tr[:8]))
 	if len(w.buf)+metaTrailerLen > cap(w.buf) {
 		if err := w.flush(); err != nil {
@@ -175,7 +177,7 @@ func (w *metaWriter) Abort() error {
 type MetaFile struct {
 	Kind MetaKind
 	Seq  uint64
-	Size int64 // length of the engine's stream
+	Size int64 // length of the engine's stream, in bytes
 
 	s    *Store
 	path string

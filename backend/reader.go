@@ -145,9 +145,12 @@ func (s *Store) readSpan(seg uint64, off int64, dst []byte) error {
 }
 
 // handleCache keeps read-only descriptors of segments, each opened once and
-// checked against its header, at most maxOpenSegments of them idle.
+// checked against its header, at most max of them when idle. A segment is
+// opened without holding mu, so a slow open does not stall reads of other
+// segments; readers of the same segment wait for the one open.
 type handleCache struct {
 	s      *Store
+	max    int
 	mu     sync.Mutex
 	m      map[uint64]*segHandle
 	tick   uint64
@@ -155,40 +158,58 @@ type handleCache struct {
 }
 
 type segHandle struct {
-	num     uint64
-	f       File
+	num   uint64
+	ready chan struct{} // closed when f or err is set
+	f     File
+	err   error
+
+	// guarded by handleCache.mu
 	refs    int
 	lastUse uint64
 	dropped bool // out of the map; close when refs reaches 0
 }
 
-func (c *handleCache) init(s *Store) {
+func (c *handleCache) init(s *Store, max int) {
 	c.s = s
+	c.max = max
 	c.m = make(map[uint64]*segHandle)
 }
 
 func (c *handleCache) acquire(num uint64) (*segHandle, error) {
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
+		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	c.tick++
 	if h, ok := c.m[num]; ok {
 		h.refs++
 		h.lastUse = c.tick
+		c.mu.Unlock()
+		<-h.ready
+		if h.err != nil {
+			c.release(h)
+			return nil, h.err
+		}
 		return h, nil
 	}
-	// Opening under the lock serialises first opens; they are rare (once per
-	// segment while it stays cached) and it keeps two readers from opening
-	// the same segment twice.
+	h := &segHandle{num: num, ready: make(chan struct{}), refs: 1, lastUse: c.tick}
+	c.m[num] = h
+	c.mu.Unlock()
+
 	f, err := c.open(num)
+
+	c.mu.Lock()
+	h.f, h.err = f, err
+	close(h.ready)
+	if err != nil && c.m[num] == h {
+		delete(c.m, num) // the next reader tries again
+	}
+	c.mu.Unlock()
 	if err != nil {
+		c.release(h)
 		return nil, err
 	}
-	h := &segHandle{num: num, f: f, refs: 1, lastUse: c.tick}
-	c.m[num] = h
-	c.evictLocked()
 	return h, nil
 }
 
@@ -214,9 +235,26 @@ func (c *handleCache) open(num uint64) (File, error) {
 	return f, nil
 }
 
-// evictLocked closes the least recently used idle handles beyond the limit.
+func (c *handleCache) release(h *segHandle) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	h.refs--
+	if h.refs > 0 {
+		return
+	}
+	if h.dropped || h.err != nil {
+		if h.f != nil {
+			h.f.Close()
+		}
+		return
+	}
+	c.evictLocked()
+}
+
+// evictLocked closes the least recently used idle handles beyond c.max.
+// An idle handle (refs 0) is always ready: its opener held a reference.
 func (c *handleCache) evictLocked() {
-	for len(c.m) > maxOpenSegments {
+	for len(c.m) > c.max {
 		var victim *segHandle
 		for _, h := range c.m {
 			if h.refs == 0 && (victim == nil || h.lastUse < victim.lastUse) {
@@ -224,22 +262,11 @@ func (c *handleCache) evictLocked() {
 			}
 		}
 		if victim == nil {
-			return // all busy; they are closed as they are released
+			return // all busy; the limit is enforced again as they are released
 		}
 		delete(c.m, victim.num)
 		victim.f.Close()
 	}
-}
-
-func (c *handleCache) release(h *segHandle) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	h.refs--
-	if h.refs == 0 && h.dropped {
-		h.f.Close()
-		return
-	}
-	c.evictLocked()
 }
 
 // forget drops segment num's handle, e.g. because the file is removed.
@@ -260,6 +287,7 @@ func (c *handleCache) dropLocked(h *segHandle) {
 	}
 }
 
+// closeAll closes every handle (busy ones when released) and refuses new ones.
 func (c *handleCache) closeAll() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -267,4 +295,11 @@ func (c *handleCache) closeAll() {
 	for _, h := range c.m {
 		c.dropLocked(h)
 	}
+}
+
+// cached returns the number of cached handles.
+func (c *handleCache) cached() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return len(c.m)
 }

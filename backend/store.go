@@ -132,12 +132,8 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 	st, err := fsys.Stat(dir)
 	switch {
 	case errors.Is(err, iofs.ErrNotExist):
-		if err := fsys.MkdirAll(dir, 0o755); err != nil {
-			return nil, false, fmt.Errorf("backend: create %s: %w", dir, err)
-		}
-		// The new directory's entry must survive a crash before anything in it matters.
-		if err := fsys.SyncDir(filepath.Dir(filepath.Clean(dir))); err != nil {
-			return nil, false, fmt.Errorf("backend: sync parent of %s: %w", dir, err)
+		if err := makeDir(fsys, dir); err != nil {
+			return nil, false, err
 		}
 		made = true
 	case err != nil:
@@ -189,7 +185,7 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 		lock:  lock,
 		buf:   make([]byte, 0, cfg.WriteBuffer),
 	}
-	s.handles.init(s)
+	s.handles.init(s, maxOpenSegments)
 	s.vis.sizes = make(map[uint64]int64)
 	s.vis.voided = make(map[uint64]int64)
 	if err := s.scan(); err != nil {
@@ -200,6 +196,34 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 		"next_segment": s.nextSeg, "segment_size": s.segSz, "pid": os.Getpid(),
 	}).Info("backend open")
 	return s, fresh, nil
+}
+
+// makeDir creates dir and its missing parents, and makes each new entry
+// durable in its parent before anything is put inside.
+func makeDir(fsys FS, dir string) error {
+	var missing []string
+	for p := filepath.Clean(dir); ; p = filepath.Dir(p) {
+		_, err := fsys.Stat(p)
+		if err == nil {
+			break
+		}
+		if !errors.Is(err, iofs.ErrNotExist) {
+			return fmt.Errorf("backend: stat %s: %w", p, err)
+		}
+		missing = append(missing, p)
+		if filepath.Dir(p) == p {
+			break
+		}
+	}
+	if err := fsys.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("backend: create %s: %w", dir, err)
+	}
+	for i := len(missing) - 1; i >= 0; i-- {
+		if err := fsys.SyncDir(filepath.Dir(missing[i])); err != nil {
+			return fmt.Errorf("backend: create %s: sync parent: %w", dir, err)
+		}
+	}
+	return nil
 }
 
 // inspect classifies dir without modifying it: a backend (its superblock is
