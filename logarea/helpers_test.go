@@ -3,6 +3,7 @@ package logarea
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"math/rand/v2"
 	"slices"
@@ -89,13 +90,13 @@ func makeRecord(i uint64, maxPayload int) Record {
 	}
 	p := make([]byte, n)
 	if i%3 == 0 {
-		for j := range p {
-			p[j] = byte(rng.IntN(256))
+		for j := 0; j < n; j += 8 {
+			var w [8]byte
+			binary.LittleEndian.PutUint64(w[:], rng.Uint64())
+			copy(p[j:], w[:])
 		}
 	} else {
-		for j := range p {
-			p[j] = "dcache log "[j%11]
-		}
+		copy(p, bytes.Repeat([]byte("dcache log "), n/11+1))
 	}
 	return Record{Type: uint8(1 + i%250), Flags: uint8(i), Obj: i * 11, Off: i * 4096, Len: uint32(i * 3), Payload: p}
 }

@@ -31,6 +31,10 @@ type Log struct {
 	replicas   []*replica // by replica index; nil for a missing one
 	src        *replica   // replay source chosen by Open
 
+	// compressPool holds buffers for compressed payloads, so that Reserve
+	// does not allocate per record once it holds buffers of the sizes in use.
+	compressPool sync.Pool
+
 	wake       chan struct{} // wakes the writer; capacity 1
 	writerDone chan struct{}
 

@@ -1,6 +1,7 @@
 package logarea
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 
@@ -231,14 +232,14 @@ func (s *scanner) classify(res *scanResult, prevEpoch uint32, limit uint64) erro
 		res.end = endClean // closed cleanly right here: nothing can follow
 		return nil
 	}
-	proof, err := s.findProof(p, e, known, prevEpoch, limit)
+	proof, later, err := s.findProof(p, e, known, prevEpoch, limit)
 	if err != nil {
 		return err
 	}
 	switch {
 	case proof != 0:
 		corrupt(fmt.Sprintf("%s, but lsn %d, written later, records lsn %d as durable", res.why, proof, e))
-	case clean:
+	case clean && !later:
 		res.end = endClean
 	default:
 		res.end = endTorn
@@ -248,10 +249,10 @@ func (s *scanner) classify(res *scanResult, prevEpoch uint32, limit uint64) erro
 
 // findProof looks past a broken record E at p for later records of the
 // same history and returns the LSN of the first one whose synced field
-// covers E, or 0. The record after E starts within MaxRecordSize of p (right
+// covers E, or 0, and whether it saw any later record at all. The record after E starts within MaxRecordSize of p (right
 // after E when E's header is intact); from there the chain is followed by
 // headers, and each further break is searched past the same way.
-func (s *scanner) findProof(p uint64, e LSN, known *recHeader, prevEpoch uint32, limit uint64) (LSN, error) {
+func (s *scanner) findProof(p uint64, e LSN, known *recHeader, prevEpoch uint32, limit uint64) (proof LSN, later bool, err error) {
 	next := LSN(0) // the LSN of the record at p when p is a known position
 	if known != nil {
 		p, next = p+known.size(), e+1
@@ -263,7 +264,7 @@ func (s *scanner) findProof(p uint64, e LSN, known *recHeader, prevEpoch uint32,
 		if next != 0 {
 			hh, why, err := s.record(p, next, prevEpoch, limit, false)
 			if err != nil {
-				return 0, err
+				return 0, later, err
 			}
 			cand, h, found = p, hh, why == ""
 		}
@@ -271,14 +272,15 @@ func (s *scanner) findProof(p uint64, e LSN, known *recHeader, prevEpoch uint32,
 			var err error
 			cand, h, found, err = s.search(p, e, prevEpoch, limit)
 			if err != nil || !found {
-				return 0, err
+				return 0, later, err
 			}
 		}
+		later = true
 		// Follow the chain from the candidate by headers.
 		pos, lsn := cand, h.lsn
 		for {
 			if h.synced >= e {
-				return h.lsn, nil
+				return h.lsn, true, nil
 			}
 			prevEpoch = h.epoch
 			pos += h.size()
@@ -287,7 +289,7 @@ func (s *scanner) findProof(p uint64, e LSN, known *recHeader, prevEpoch uint32,
 			var err error
 			h, why, err = s.record(pos, lsn, prevEpoch, limit, false)
 			if err != nil {
-				return 0, err
+				return 0, later, err
 			}
 			if why != "" {
 				break
@@ -295,7 +297,7 @@ func (s *scanner) findProof(p uint64, e LSN, known *recHeader, prevEpoch uint32,
 		}
 		p, next = pos, 0
 	}
-	return 0, nil
+	return 0, later, nil
 }
 
 // search scans the aligned positions in (p, p+MaxRecordSize] for an intact
@@ -310,14 +312,23 @@ func (s *scanner) search(p uint64, e LSN, prevEpoch uint32, limit uint64) (uint6
 	if err != nil {
 		return 0, recHeader{}, false, err
 	}
-	for i := 0; i+headerSize <= len(win); i += recordAlign {
-		if binary.LittleEndian.Uint32(win[i:]) != recordMagic {
+	var magic [4]byte
+	binary.LittleEndian.PutUint32(magic[:], recordMagic)
+	for i := 0; i+headerSize <= len(win); {
+		j := bytes.Index(win[i:len(win)-headerSize+4], magic[:])
+		if j < 0 {
+			break
+		}
+		i += j
+		if (from+uint64(i))%recordAlign != 0 {
+			i++
 			continue
 		}
 		h, why := decodeHeader(win[i:i+headerSize], s.seed)
 		if why == "" && h.lsn > e && s.accept(&h, prevEpoch) && from+uint64(i)+h.size() <= limit {
 			return from + uint64(i), h, true, nil
 		}
+		i += recordAlign
 	}
 	return 0, recHeader{}, false, nil
 }

@@ -24,11 +24,6 @@ type Entry struct {
 // Size is the entry's footprint in the log, header and padding included.
 func (e *Entry) Size() int64 { return e.size }
 
-var compressPool = sync.Pool{New: func() any {
-	b := make([]byte, 0, snappy.MaxEncodedLen(MaxPayload))
-	return &b
-}}
-
 // Reserve prepares rec (compresses the payload when that saves space,
 // checksums it) and waits until there is room for it both in the memory
 // buffer and in the record area. A full log makes Reserve wait for Trim;
@@ -44,12 +39,18 @@ func (l *Log) Reserve(ctx context.Context, rec Record) (*Entry, error) {
 	}
 	e := &Entry{l: l, rec: rec, payload: rec.Payload}
 	if l.cfg.Compression && len(rec.Payload) >= 64 {
-		bp := compressPool.Get().(*[]byte)
+		bp, _ := l.compressPool.Get().(*[]byte)
+		if bp == nil {
+			bp = new([]byte)
+		}
+		if n := snappy.MaxEncodedLen(len(rec.Payload)); cap(*bp) < n {
+			*bp = make([]byte, n)
+		}
 		c := snappy.Encode((*bp)[:cap(*bp)], rec.Payload)
 		if len(c) < len(rec.Payload)-len(rec.Payload)/16 { // worth at least 1/16
 			e.payload, e.rflags, e.pooled = c, rflagSnappy, bp
 		} else {
-			compressPool.Put(bp)
+			l.compressPool.Put(bp)
 		}
 	}
 	e.pcrc = crc32c(e.payload)
@@ -127,7 +128,7 @@ func (l *Log) grantLocked() {
 
 func (e *Entry) release() {
 	if e.pooled != nil {
-		compressPool.Put(e.pooled)
+		e.l.compressPool.Put(e.pooled)
 		e.pooled = nil
 	}
 	e.payload = nil

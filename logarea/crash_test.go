@@ -1,0 +1,136 @@
+package logarea
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync"
+	"testing"
+
+	"github.com/sirupsen/logrus"
+
+	"github.com/dcache/dcache/internal/device"
+)
+
+// TestCrashRecovery follows pebble's crash-clone tests: random appends,
+// Syncs and Trims on crashable devices, then a simulated power loss that
+// keeps synced data and a random, possibly torn, subset of the rest; the
+// log is reopened on what is left. After every crash the replayed records
+// must be a prefix of what was committed that holds every synced record,
+// and the log must go on from there. The devices are small, so the log
+// wraps around many times.
+func TestCrashRecovery(t *testing.T) {
+	for _, tc := range []struct {
+		replicas int
+		quorum   Quorum
+		rounds   int
+	}{
+		{1, QuorumAll, 100},
+		{2, QuorumAll, 40},
+		{3, QuorumMajority, 30},
+	} {
+		t.Run(fmt.Sprintf("%d replicas", tc.replicas), func(t *testing.T) {
+			t.Parallel()
+			rng := rand.New(rand.NewPCG(uint64(tc.replicas), 42))
+			devs := make([]*device.Crashable, tc.replicas)
+			for i := range devs {
+				devs[i] = device.NewCrashable(testSize).SetName(fmt.Sprintf("replica%d", i))
+			}
+			asDevs := func() []device.Device {
+				d := make([]device.Device, len(devs))
+				for i, c := range devs {
+					d[i] = c
+				}
+				return d
+			}
+			mustFormat(t, asDevs())
+			cfg := Config{WriteQuorum: tc.quorum, Compression: true, BufferSize: MinBufferSize}
+			committed := map[LSN]Record{}
+			var checkpoint, synced LSN // highest Trim asked for; highest LSN known durable
+			torn, wrapped := 0, false
+			for round := range tc.rounds {
+				tl := newTestLog()
+				l, err := Open(asDevs(), testFS, cfg, tl.entry)
+				if err != nil {
+					t.Fatalf("round %d: Open: %v\n%s", round, err, tl.dump())
+				}
+				got, last := replayAll(t, l, checkpoint)
+				for i, g := range got {
+					want, ok := committed[checkpoint+LSN(i)+1]
+					if g.lsn != checkpoint+LSN(i)+1 || !ok || !equalRecord(g.rec, want) {
+						t.Fatalf("round %d: replayed #%d lsn %d is not the committed record", round, i, g.lsn)
+					}
+				}
+				if last < synced {
+					t.Fatalf("round %d: replay ends at %d, but %d was synced\n%s", round, last, synced, tl.dump())
+				}
+				for lsn := range committed {
+					if lsn > last || lsn <= checkpoint {
+						delete(committed, lsn) // lost unsynced, or trimmed
+					}
+				}
+				synced = last // Open made what it kept durable
+				torn += tl.count(logrus.WarnLevel, "torn")
+				if tl.count(logrus.ErrorLevel, "") > 0 && tc.replicas == 1 {
+					t.Fatalf("round %d: errors logged\n%s", round, tl.dump())
+				}
+
+				var trimWG sync.WaitGroup
+				ops := rng.IntN(80)
+				for op := range ops {
+					switch r := rng.IntN(20); {
+					case r < 14:
+						rec := makeRecord(rng.Uint64(), 9000)
+						if st := l.Stats(); st.FreeBytes < int64(recordSize(len(rec.Payload))) {
+							// Full: destage everything.
+							if err := l.Sync(context.Background(), st.LastLSN); err != nil {
+								t.Fatal(err)
+							}
+							synced = st.LastLSN
+							checkpoint = max(checkpoint, st.LastLSN)
+							if err := l.Trim(st.LastLSN); err != nil {
+								t.Fatal(err)
+							}
+						}
+						committed[appendRec(t, l, rec)] = rec
+					case r < 16:
+						last := l.LastLSN()
+						if err := l.Sync(context.Background(), last); err != nil {
+							t.Fatal(err)
+						}
+						synced = last
+					case r < 17:
+						waitWritten(l, l.LastLSN())
+					default:
+						if synced <= checkpoint {
+							continue
+						}
+						to := checkpoint + 1 + LSN(rng.IntN(int(synced-checkpoint)))
+						checkpoint = to
+						if op == ops-1 {
+							// Crash while this trim writes its superblocks.
+							trimWG.Add(1)
+							go func() {
+								defer trimWG.Done()
+								l.Trim(to)
+							}()
+						} else if err := l.Trim(to); err != nil {
+							t.Fatal(err)
+						}
+					}
+				}
+				l.mu.Lock()
+				wrapped = wrapped || l.head > l.areaSize
+				l.mu.Unlock()
+				for i, c := range devs {
+					devs[i] = c.Crash(rng)
+				}
+				trimWG.Wait()
+				l.Close()
+			}
+			if torn == 0 || !wrapped {
+				t.Errorf("the rounds saw %d torn tails and wrapped=%v: the test lost its teeth", torn, wrapped)
+			}
+		})
+	}
+}
