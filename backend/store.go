@@ -115,6 +115,7 @@ type segWriter struct {
 // format version (ErrVersion), a corrupt superblock (CorruptionError), or a
 // directory locked by another process (ErrInUse, naming the holder's pid).
 func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created bool, err error) {
+	askedSegSize := cfg.SegmentSize
 	cfg, err = cfg.withDefaults()
 	if err != nil {
 		return nil, false, err
@@ -171,7 +172,7 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 			return nil, false, err
 		}
 	}
-	if !fresh && sb.segmentSize != cfg.SegmentSize {
+	if !fresh && askedSegSize != 0 && sb.segmentSize != askedSegSize {
 		log.WithFields(logrus.Fields{"configured": cfg.SegmentSize, "superblock": sb.segmentSize}).
 			Warn("segment size differs from the backend's; using the backend's")
 	}
