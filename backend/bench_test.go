@@ -31,23 +31,10 @@ func benchStoreAppend(b *testing.B, batch int) {
 		b.Fatal(err)
 	}
 	defer s.Close()
-	p := payload(1, benchRecord)
-	perSync := batch / benchRecord
-	b.SetBytes(benchRecord)
-	b.ResetTimer()
-	for i := 0; i < b.N; i++ {
-		if _, err := s.Append(p); err != nil {
-			b.Fatal(err)
-		}
-		if (i+1)%perSync == 0 {
-			if err := s.Sync(); err != nil {
-				b.Fatal(err)
-			}
-		}
-	}
-	if err := s.Sync(); err != nil {
-		b.Fatal(err)
-	}
+	benchAppend(b, batch, func(p []byte, _ int) error {
+		_, err := s.Append(p)
+		return err
+	}, s.Sync)
 }
 
 func benchPlainAppend(b *testing.B, batch int) {
@@ -56,21 +43,30 @@ func benchPlainAppend(b *testing.B, batch int) {
 		b.Fatal(err)
 	}
 	defer f.Close()
+	benchAppend(b, batch, func(p []byte, i int) error {
+		_, err := f.WriteAt(p, int64(i)*benchRecord)
+		return err
+	}, f.SyncData)
+}
+
+// benchAppend writes b.N records of benchRecord bytes, syncing after every
+// batch bytes and at the end.
+func benchAppend(b *testing.B, batch int, write func(p []byte, i int) error, sync func() error) {
 	p := payload(1, benchRecord)
 	perSync := batch / benchRecord
 	b.SetBytes(benchRecord)
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		if _, err := f.WriteAt(p, int64(i)*benchRecord); err != nil {
+		if err := write(p, i); err != nil {
 			b.Fatal(err)
 		}
 		if (i+1)%perSync == 0 {
-			if err := f.SyncData(); err != nil {
+			if err := sync(); err != nil {
 				b.Fatal(err)
 			}
 		}
 	}
-	if err := f.SyncData(); err != nil {
+	if err := sync(); err != nil {
 		b.Fatal(err)
 	}
 }
