@@ -9,12 +9,15 @@ import (
 	"testing"
 )
 
-// TestImports keeps config a leaf: the standard library, pflag for the
-// flags and yaml for the files, nothing of dcache and nothing that would
-// drag a logger or FUSE into every tool that reads the configuration.
+// TestImports keeps config a leaf: the standard library, viper for the
+// layering of sources, pflag for the flags and yaml for the strict pass over
+// the files; nothing of dcache and nothing that would drag a logger or FUSE
+// into every tool that reads the configuration.
 func TestImports(t *testing.T) {
 	t.Parallel()
-	allowed := map[string]bool{"github.com/spf13/pflag": true, "go.yaml.in/yaml/v3": true}
+	allowed := map[string]bool{
+		"github.com/spf13/viper": true, "github.com/spf13/pflag": true, "go.yaml.in/yaml/v3": true,
+	}
 	files, err := filepath.Glob("*.go")
 	if err != nil {
 		t.Fatal(err)

@@ -29,12 +29,9 @@ func Load(defaults []byte, path string, flags *pflag.FlagSet, env []string) (*Co
 	keys := schema()
 	var ps problems
 
-	base := parseYAML(defaults, defaultsOrigin, keys, nil, &ps)
-	var itemDefault *Replica
-	if rs, ok := base.values["log.replicas"].([]Replica); ok && len(rs) > 0 {
-		itemDefault = &rs[0]
-	}
-	layers := []*layer{base}
+	// The strict pass: each source on its own, every problem reported.
+	base := checkYAML(defaults, defaultsOrigin, keys, true, &ps)
+	file := newSource()
 	if path != "" {
 		data, err := os.ReadFile(path)
 		switch {
@@ -47,60 +44,25 @@ func Load(defaults []byte, path string, flags *pflag.FlagSet, env []string) (*Co
 			}
 			ps.add(path, "", "cannot read config file: %v", err)
 		default:
-			layers = append(layers, parseYAML(data, path, keys, itemDefault, &ps))
+			file = checkYAML(data, path, keys, false, &ps)
 		}
 	}
-	layers = append(layers, parseEnv(env, keys, &ps), parseFlags(flags, keys, &ps))
+	envs := checkEnv(env, keys, &ps)
+	set := checkFlags(flags, keys, &ps)
 
-	c, m := merge(layers, keys, &ps)
-	v := &validator{c: c, m: m, ps: &ps, cwd: cwd}
-	v.validate()
+	// Viper layers what passed; the Config is decoded from its result.
+	v, err := layer(base, file, envs, set)
+	if err != nil {
+		return nil, err
+	}
+	c, m := decode(v, keys, []*source{base, file, envs, set}, &ps)
+	val := &validator{c: c, m: m, ps: &ps, cwd: cwd}
+	val.validate()
 	if err := ps.err(); err != nil {
 		return nil, err
 	}
 	c.origins = m.origins
 	return c, nil
-}
-
-// merged says, for the effective value of each key, where it came from and
-// whether it is usable.
-type merged struct {
-	origins map[string]string
-	items   []map[string]string // origins of the fields of each log.replicas item
-	// broken marks keys whose effective source gave a bad value (already
-	// reported), or that no source sets.
-	broken map[string]bool
-}
-
-// merge takes each key from the highest layer that sets it.
-func merge(layers []*layer, keys []key, ps *problems) (*Config, merged) {
-	c := &Config{}
-	m := merged{origins: map[string]string{}, broken: map[string]bool{}}
-	for i := range keys {
-		k := &keys[i]
-		found := false
-		for j := len(layers) - 1; j >= 0 && !found; j-- {
-			l := layers[j]
-			if l.failed[k.name] {
-				m.broken[k.name] = true
-				found = true
-				continue
-			}
-			if v, ok := l.values[k.name]; ok {
-				k.set(c, v)
-				m.origins[k.name] = l.origins[k.name]
-				if k.list {
-					m.items = l.items
-				}
-				found = true
-			}
-		}
-		if !found {
-			ps.add("", k.name, "no value: the built-in defaults lack this key")
-			m.broken[k.name] = true
-		}
-	}
-	return c, m
 }
 
 // validator checks the merged values against their ranges and each other,

@@ -260,6 +260,19 @@ func TestLoadOverrides(t *testing.T) {
 			},
 		},
 		{
+			name: "YAML scalars are read as written, not as YAML numbers or times",
+			in:   input{file: "data_dir: 2024-01-01\nbackend:\n  path: 1.10\nlog:\n  replicas:\n    - {path: 010}\ncache:\n  size: 02147483648\n"},
+			check: func(c *Config) bool {
+				return c.DataDir == filepath.Join(dir, "2024-01-01") && c.Backend.Path == filepath.Join(dir, "1.10") &&
+					c.Log.Replicas[0].Path == filepath.Join(dir, "010") && c.Cache.Size == 2*GiB
+			},
+		},
+		{
+			name:  "bool flags in any case",
+			in:    input{args: []string{"--fuse.debug=tRuE", "--fuse.allow_other=FALSE", "--fuse.writeback_cache=False"}},
+			check: func(c *Config) bool { return c.Fuse.Debug && !c.Fuse.AllowOther && !c.Fuse.WritebackCache },
+		},
+		{
 			name:  "other variables are none of our business",
 			in:    input{env: []string{"PATH=/bin", "DCACHEX=1", "dcache_cache_size=1", "NOEQUALS"}},
 			check: func(c *Config) bool { return c.Cache.Size == GiB },

@@ -3,59 +3,76 @@ package config
 import (
 	"fmt"
 	"strings"
+
+	"github.com/spf13/pflag"
 )
 
-// layer holds the values that one source (the built-in defaults, the file,
-// the environment, the flags) sets, already parsed.
-type layer struct {
-	values  map[string]any    // key name -> typed value
+// source is what one place of settings (the built-in defaults, the file,
+// the environment, the flags) gives, after the strict pass has checked it
+// against the schema. Viper layers the raw values; the source keeps what
+// viper cannot tell: where each value was written and whether it was good.
+type source struct {
+	// values holds the raw value of each key the source gives well, as
+	// written: text, or for log.replicas in YAML a list of mappings of
+	// text. These are what viper layers.
+	values map[string]any
+	// flags holds, for the flag source, the flag that gives each key;
+	// viper reads the flags itself.
+	flags   map[string]*pflag.Flag
 	origins map[string]string // key name -> where the value was given
-	// failed marks keys the source gives but whose value is bad; merge
-	// does not fall back to a lower source for them.
+	// failed marks keys the source gives but whose value is bad (already
+	// reported); the merged value of such a key is not checked again.
 	failed map[string]bool
-	// items holds, when the layer sets log.replicas, the origin of each
+	// items holds, when the source gives log.replicas, the origin of each
 	// field of each item, for validation messages.
 	items []map[string]string
 }
 
-func newLayer() *layer {
-	return &layer{values: map[string]any{}, origins: map[string]string{}, failed: map[string]bool{}}
+func newSource() *source {
+	return &source{
+		values:  map[string]any{},
+		flags:   map[string]*pflag.Flag{},
+		origins: map[string]string{},
+		failed:  map[string]bool{},
+	}
 }
 
-func (l *layer) set(name string, v any, origin string) {
-	l.values[name] = v
-	l.origins[name] = origin
-	delete(l.failed, name)
+func (s *source) set(name string, raw any, origin string) {
+	s.values[name] = raw
+	s.origins[name] = origin
+	delete(s.failed, name)
 }
 
-func (l *layer) fail(name string) {
-	delete(l.values, name)
-	l.failed[name] = true
+func (s *source) fail(name string) {
+	delete(s.values, name)
+	delete(s.flags, name)
+	delete(s.origins, name)
+	s.failed[name] = true
 }
 
-// setText parses text given for key k by a source that speaks text only
-// (the environment, the flags) and records the value or the problem.
-func (l *layer) setText(k *key, text, origin string, ps *problems) {
+// checkText checks text given for key k by a source that speaks text only
+// (the environment, the flags), and records the text or the problem.
+func (s *source) checkText(k *key, text, origin string, ps *problems) bool {
 	if k.list {
 		items, ok := parseReplicaText(text, origin, ps)
 		if !ok {
-			l.fail(k.name)
-			return
+			s.fail(k.name)
+			return false
 		}
-		l.set(k.name, items, origin)
-		l.items = make([]map[string]string, len(items))
+		s.set(k.name, text, origin)
+		s.items = make([]map[string]string, len(items))
 		for i := range items {
-			l.items[i] = map[string]string{"path": origin, "type": origin, "size": origin}
+			s.items[i] = map[string]string{"path": origin, "type": origin, "size": origin}
 		}
-		return
+		return true
 	}
-	v, err := k.parse(text)
-	if err != nil {
+	if _, err := k.parse(text); err != nil {
 		ps.add(origin, k.name, "%v", err)
-		l.fail(k.name)
-		return
+		s.fail(k.name)
+		return false
 	}
-	l.set(k.name, v, origin)
+	s.set(k.name, text, origin)
+	return true
 }
 
 // parseReplicaText parses "PATH:TYPE:SIZE[,PATH:TYPE:SIZE...]". TYPE and

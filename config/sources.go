@@ -6,12 +6,13 @@ import (
 	"github.com/spf13/pflag"
 )
 
-// parseEnv reads the DCACHE_* variables of env ("NAME=VALUE" entries, as
-// from os.Environ). A name given twice counts once, with its last value, as
-// in os/exec. A DCACHE_* name that sets no key is a problem: it is most
-// likely a typo that would otherwise be ignored in silence.
-func parseEnv(env []string, keys []key, ps *problems) *layer {
-	l := newLayer()
+// checkEnv reads the DCACHE_* variables of env ("NAME=VALUE" entries, as
+// from os.Environ), never the process environment. A name given twice
+// counts once, with its last value, as in os/exec. A DCACHE_* name that
+// sets no key is a problem: it is most likely a typo that viper, which
+// looks up only the names it is asked for, would ignore in silence.
+func checkEnv(env []string, keys []key, ps *problems) *source {
+	s := newSource()
 	byName := map[string]*key{}
 	var names []string
 	for i := range keys {
@@ -38,13 +39,13 @@ func parseEnv(env []string, keys []key, ps *problems) *layer {
 			ps.add(origin, "", "unknown environment variable%s", didYouMean(name, names))
 			continue
 		}
-		l.setText(k, values[name], origin, ps)
+		s.checkText(k, values[name], origin, ps)
 	}
-	return l
+	return s
 }
 
 // flagValue is the pflag.Value of every configuration flag. It keeps the
-// text as given; Load parses it, so that a bad flag value is reported with
+// text as given; Load checks it, so that a bad flag value is reported with
 // every other problem rather than alone by the flag parser.
 type flagValue struct {
 	typ  string
@@ -82,12 +83,13 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	}
 }
 
-// parseFlags reads the flags of fs that were set. fs may be nil, and it
-// need not hold every configuration flag.
-func parseFlags(fs *pflag.FlagSet, keys []key, ps *problems) *layer {
-	l := newLayer()
+// checkFlags checks the flags of fs that were set, and records the flag
+// that gives each key for viper to read. fs may be nil, and it need not
+// hold every configuration flag (main may define some itself).
+func checkFlags(fs *pflag.FlagSet, keys []key, ps *problems) *source {
+	s := newSource()
 	if fs == nil {
-		return l
+		return s
 	}
 	changed := func(name string) *pflag.Flag {
 		if f := fs.Lookup(name); f != nil && f.Changed {
@@ -97,22 +99,32 @@ func parseFlags(fs *pflag.FlagSet, keys []key, ps *problems) *layer {
 	}
 	for i := range keys {
 		k := &keys[i]
-		if f := changed(k.name); f != nil {
-			l.setText(k, f.Value.String(), "--"+k.name, ps)
+		f := changed(k.name)
+		if k.name == "data_dir" {
+			if alias := changed(dataDirAlias); alias != nil {
+				if f != nil && f.Value.String() != alias.Value.String() {
+					ps.add("--"+dataDirAlias, k.name, "%q conflicts with --%s %q", alias.Value.String(), k.name, f.Value.String())
+					s.fail(k.name)
+					continue
+				}
+				f = alias
+			}
 		}
-		if k.name != "data_dir" {
-			continue
+		if f != nil && s.checkText(k, f.Value.String(), "--"+f.Name, ps) {
+			s.flags[k.name] = f
 		}
-		alias := changed(dataDirAlias)
-		if alias == nil {
-			continue
-		}
-		if f := changed(k.name); f != nil && f.Value.String() != alias.Value.String() {
-			ps.add("--"+dataDirAlias, k.name, "%q conflicts with --%s %q", alias.Value.String(), k.name, f.Value.String())
-			l.fail(k.name)
-			continue
-		}
-		l.setText(k, alias.Value.String(), "--"+dataDirAlias, ps)
 	}
-	return l
+	return s
 }
+
+// textFlag hands a flag to viper as the text the user typed. Viper's own
+// binding (BindPFlag) converts a flag by its pflag type, and a flag of type
+// "bool" goes through cast.ToBool, which turns "on" or "tRuE" into false
+// without an error; as text, the value reaches the schema's parser, the
+// same one that checked the flag.
+type textFlag struct{ f *pflag.Flag }
+
+func (t textFlag) HasChanged() bool    { return t.f.Changed }
+func (t textFlag) Name() string        { return t.f.Name }
+func (t textFlag) ValueString() string { return t.f.Value.String() }
+func (t textFlag) ValueType() string   { return "string" }

@@ -54,16 +54,23 @@ func joinKey(prefix, name string) string {
 	return prefix + "." + name
 }
 
-// yamlSource parses one YAML document (the built-in defaults or the file)
-// into a layer, checking every key against the schema on the way.
+// yamlSource is the strict pass over one YAML document (the built-in
+// defaults or the file). It walks the node tree, so that it sees every key,
+// with its line, before anything is merged: unknown keys (viper would keep
+// them, folded to lower case, and never say), values of the wrong shape
+// (viper's merge drops a value whose type differs from the one below it),
+// duplicate keys, and the syntax of every value, so that a bad value is
+// reported even where a higher source overrides it. What passes is kept as
+// written, as text, for viper to layer.
 type yamlSource struct {
 	name string // file path, or defaultsOrigin
 	keys []key
-	// itemDefault fills the keys an item of log.replicas leaves out; nil
-	// while parsing the defaults themselves, where items must be complete.
-	itemDefault *Replica
-	layer       *layer
-	ps          *problems
+	// complete requires every item of log.replicas to give every field:
+	// true for the built-in defaults, whose first item fills the fields
+	// that items elsewhere leave out.
+	complete bool
+	src      *source
+	ps       *problems
 }
 
 // defaultsOrigin names the built-in defaults in messages and origins.
@@ -71,28 +78,28 @@ const defaultsOrigin = "built-in defaults"
 
 var yamlLineError = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
 
-// parseYAML parses data as a YAML configuration document named name.
-func parseYAML(data []byte, name string, keys []key, itemDefault *Replica, ps *problems) *layer {
-	s := &yamlSource{name: name, keys: keys, itemDefault: itemDefault, layer: newLayer(), ps: ps}
+// checkYAML checks data as a YAML configuration document named name.
+func checkYAML(data []byte, name string, keys []key, complete bool, ps *problems) *source {
+	s := &yamlSource{name: name, keys: keys, complete: complete, src: newSource(), ps: ps}
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if !errors.Is(err, io.EOF) { // io.EOF: empty document, nothing set
 			s.syntaxError(err)
 		}
-		return s.layer
+		return s.src
 	}
 	var extra yaml.Node
 	switch err := dec.Decode(&extra); {
 	case err == nil:
 		ps.add(s.at(&extra), "", "more than one YAML document (remove the --- separator)")
-		return s.layer
+		return s.src
 	case !errors.Is(err, io.EOF):
 		s.syntaxError(err)
-		return s.layer
+		return s.src
 	}
 	if len(doc.Content) == 0 {
-		return s.layer
+		return s.src
 	}
 	root := resolve(doc.Content[0])
 	switch {
@@ -102,7 +109,7 @@ func parseYAML(data []byte, name string, keys []key, itemDefault *Replica, ps *p
 	default:
 		ps.add(s.at(root), "", "expected a mapping of keys at the top, found %s", describe(root))
 	}
-	return s.layer
+	return s.src
 }
 
 func (s *yamlSource) syntaxError(err error) {
@@ -159,25 +166,26 @@ func (s *yamlSource) mapping(n *yaml.Node, sec *section) {
 	}
 }
 
-// scalar parses the value of a plain key.
+// scalar checks the value of a plain key and keeps its text.
 func (s *yamlSource) scalar(kn, vn *yaml.Node, k *key) {
 	text, ok := s.text(kn, vn, k.name, k.path)
 	if !ok {
-		s.layer.fail(k.name)
+		s.src.fail(k.name)
 		return
 	}
-	v, err := k.parse(text)
-	if err != nil {
+	if _, err := k.parse(text); err != nil {
 		s.ps.add(s.at(vn), k.name, "%v", err)
-		s.layer.fail(k.name)
+		s.src.fail(k.name)
 		return
 	}
-	s.layer.set(k.name, v, s.at(kn))
+	s.src.set(k.name, text, s.at(kn))
 }
 
-// text returns the text of a scalar value. YAML types do not matter here:
-// 1GiB, 1048576 and "1048576" are all the text of a size, and the key's
-// parser decides. A null is "" for paths and a problem elsewhere.
+// text returns the text of a scalar value as written. YAML's implicit types
+// do not apply: 1GiB, 1048576 and "1048576" are all the text of a size, and
+// the key's parser decides. (Decoded the usual way, YAML would read 010 as
+// the octal 8, 2024-01-01 as a time and a path named 1.10 as the number
+// 1.1.) A null is "" for paths and a problem elsewhere.
 func (s *yamlSource) text(kn, vn *yaml.Node, name string, path bool) (string, bool) {
 	switch {
 	case vn.Kind != yaml.ScalarNode:
@@ -192,9 +200,9 @@ func (s *yamlSource) text(kn, vn *yaml.Node, name string, path bool) (string, bo
 	return vn.Value, true
 }
 
-// replicas parses log.replicas: a list of mappings with keys path, type and
-// size. Keys an item leaves out take the values of the first replica of the
-// built-in defaults.
+// replicas checks log.replicas: a list of mappings with keys path, type
+// and size. Keys an item leaves out take the values of the first replica of
+// the built-in defaults (see decodeReplicas).
 func (s *yamlSource) replicas(kn, vn *yaml.Node, k *key) {
 	var seq []*yaml.Node
 	switch {
@@ -203,41 +211,39 @@ func (s *yamlSource) replicas(kn, vn *yaml.Node, k *key) {
 	case isNull(vn): // an empty list, which validation rejects
 	default:
 		s.ps.add(s.at(kn), k.name, "expected a list of replicas, found %s", describe(vn))
-		s.layer.fail(k.name)
+		s.src.fail(k.name)
 		return
 	}
-	items := []Replica{}
+	items := []any{}
 	var origins []map[string]string
 	ok := true
 	for i, in := range seq {
-		r, o, good := s.replica(resolve(in), fmt.Sprintf("%s[%d]", k.name, i))
-		items = append(items, r)
+		item, o, good := s.replica(resolve(in), fmt.Sprintf("%s[%d]", k.name, i))
+		items = append(items, item)
 		origins = append(origins, o)
 		ok = ok && good
 	}
 	if !ok {
-		s.layer.fail(k.name)
+		s.src.fail(k.name)
 		return
 	}
-	s.layer.set(k.name, items, s.at(kn))
-	s.layer.items = origins
+	s.src.set(k.name, items, s.at(kn))
+	s.src.items = origins
 }
 
-// replica parses one item of log.replicas, named name ("log.replicas[1]").
-func (s *yamlSource) replica(n *yaml.Node, name string) (Replica, map[string]string, bool) {
+// replica checks one item of log.replicas, named name ("log.replicas[1]"),
+// and returns the text of the fields it gives.
+func (s *yamlSource) replica(n *yaml.Node, name string) (map[string]any, map[string]string, bool) {
 	fields := replicaFields()
 	var names []string
 	for _, f := range fields {
 		names = append(names, f.name)
 	}
-	var r Replica
+	item := map[string]any{}
 	origins := map[string]string{}
 	if n.Kind != yaml.MappingNode {
 		s.ps.add(s.at(n), name, "expected a mapping with keys %s, found %s", strings.Join(names, ", "), describe(n))
-		return r, origins, false
-	}
-	if s.itemDefault != nil {
-		r = *s.itemDefault
+		return item, origins, false
 	}
 	ok := true
 	seen := map[string]int{}
@@ -261,26 +267,25 @@ func (s *yamlSource) replica(n *yaml.Node, name string) (Replica, map[string]str
 			ok = false
 			continue
 		}
-		v, err := fields[j].parse(text)
-		if err != nil {
+		if _, err := fields[j].parse(text); err != nil {
 			s.ps.add(s.at(vn), full, "%v", err)
 			ok = false
 			continue
 		}
-		fields[j].set(&r, v)
+		item[kn.Value] = text
 		origins[kn.Value] = s.at(kn)
 	}
 	for _, f := range names {
 		if _, given := seen[f]; given {
 			continue
 		}
-		if s.itemDefault == nil {
+		if s.complete {
 			s.ps.add(s.at(n), name+"."+f, "missing (each replica needs %s)", strings.Join(names, ", "))
 			ok = false
 		}
 		origins[f] = s.at(n)
 	}
-	return r, origins, ok
+	return item, origins, ok
 }
 
 // suggest proposes a correction for an unknown key name in section sec: a
