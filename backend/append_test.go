@@ -331,6 +331,10 @@ func TestRemoveSegment(t *testing.T) {
 func TestConcurrentReadDuringAppend(t *testing.T) {
 	s := mustOpen(t, OSFS{}, t.TempDir(), Config{SegmentSize: MinSegmentSize, WriteBuffer: MinWriteBuffer})
 	const records = 400
+	data := make([][]byte, records)
+	for i := range data {
+		data[i] = payload(uint64(i), 1000+(i*7919)%60_000)
+	}
 
 	var mu sync.Mutex
 	var published []Addr
@@ -343,7 +347,7 @@ func TestConcurrentReadDuringAppend(t *testing.T) {
 		defer wg.Done()
 		defer close(done)
 		for i := range records {
-			a, err := s.Append(payload(uint64(i), 1000+(i*7919)%60_000))
+			a, err := s.Append(data[i])
 			if err != nil {
 				errc <- err
 				return
@@ -388,7 +392,7 @@ func TestConcurrentReadDuringAppend(t *testing.T) {
 					errc <- err
 					return
 				}
-				if string(buf[:a.Len]) != string(payload(uint64(i), 1000+(i*7919)%60_000)) {
+				if string(buf[:a.Len]) != string(data[i]) {
 					errc <- fmt.Errorf("record %d at %v: data differs", i, a)
 					return
 				}
@@ -401,7 +405,7 @@ func TestConcurrentReadDuringAppend(t *testing.T) {
 		t.Error(err)
 	}
 	for i, a := range published {
-		checkRead(t, s, a, payload(uint64(i), 1000+(i*7919)%60_000))
+		checkRead(t, s, a, data[i])
 	}
 	if len(s.Segments()) < 5 {
 		t.Errorf("only %d segments: the test did not exercise rollover", len(s.Segments()))
@@ -415,8 +419,11 @@ func TestReadHandleLimit(t *testing.T) {
 	s.handles.max = 2
 	const n = 8
 	var addrs []Addr
+	var data [][]byte
 	for i := range n {
-		addrs = append(addrs, mustAppend(t, s, payload(uint64(i), 700_000))) // one per segment
+		p := payload(uint64(i), 700_000)
+		addrs = append(addrs, mustAppend(t, s, p)) // one per segment
+		data = append(data, p)
 	}
 	if err := s.Sync(); err != nil {
 		t.Fatal(err)
@@ -434,7 +441,7 @@ func TestReadHandleLimit(t *testing.T) {
 					errc <- err
 					return
 				}
-				if string(buf) != string(payload(uint64(i), 700_000)) {
+				if string(buf) != string(data[i]) {
 					errc <- fmt.Errorf("record %d differs", i)
 					return
 				}
