@@ -122,5 +122,6 @@
 //
 //	Store.mu -> Store.vis -> handleCache.mu
 //
-// Methods whose names end in Locked need Store.mu held.
+// Methods whose names end in Locked need their receiver's lock held: Store.mu
+// for Store methods, handleCache.mu for handleCache methods.
 package backend
