@@ -182,15 +182,17 @@ func (l *Log) usableLocked() error {
 	return nil
 }
 
-// healthyLocked lists the replicas still written.
-func (l *Log) healthyLocked() []*replica {
-	var rs []*replica
+// healthyLocked lists the replicas still written, in a new slice.
+func (l *Log) healthyLocked() []*replica { return l.appendHealthyLocked(nil) }
+
+// appendHealthyLocked appends the replicas still written to dst.
+func (l *Log) appendHealthyLocked(dst []*replica) []*replica {
 	for _, r := range l.replicas {
 		if r != nil && r.health == HealthOK {
-			rs = append(rs, r)
+			dst = append(dst, r)
 		}
 	}
-	return rs
+	return dst
 }
 
 // failReplicaLocked takes r out of the log after an I/O error, logs it once

@@ -248,6 +248,8 @@ type batch struct {
 // served together by the next one (group commit).
 func (l *Log) writer() {
 	defer close(l.writerDone)
+	var reps []*replica // reused across rounds
+	var errs []error
 	for {
 		l.mu.Lock()
 		for {
@@ -282,10 +284,10 @@ func (l *Log) writer() {
 		l.cur, l.spare = l.spare, nil
 		l.curPos, l.curFirst = l.head, l.nextLSN
 		l.grantLocked() // the new buffer is empty
-		reps := l.healthyLocked()
+		reps = l.appendHealthyLocked(reps[:0])
 		l.mu.Unlock()
 
-		errs := l.writeRound(reps, &b)
+		errs = l.writeRound(reps, &b, errs)
 
 		l.mu.Lock()
 		for i, err := range errs {
@@ -320,8 +322,11 @@ func (l *Log) writer() {
 
 // writeRound writes b to every replica in parallel and returns each
 // replica's error.
-func (l *Log) writeRound(reps []*replica, b *batch) []error {
-	errs := make([]error, len(reps))
+func (l *Log) writeRound(reps []*replica, b *batch, errs []error) []error {
+	errs = errs[:0]
+	for range reps {
+		errs = append(errs, nil)
+	}
 	if len(reps) == 1 {
 		errs[0] = reps[0].writeRecords(b.buf, b.pos, b.sync)
 		return errs
