@@ -155,6 +155,9 @@ func Open(devs []device.Device, fsID [16]byte, cfg Config, log *logrus.Entry) (*
 // readSuperblock reads both slots and keeps the newer intact one, and the
 // newer intact metadata slot.
 func (p *probe) readSuperblock() error {
+	if p.dev.Size() < areaOffset {
+		return fmt.Errorf("%w: %s has only %d bytes", ErrNotFormatted, p.dev.Name(), p.dev.Size())
+	}
 	var buf [sbSlotSize + sbEncodedSize]byte
 	if _, err := p.dev.ReadAt(buf[:], 0); err != nil {
 		return fmt.Errorf("logarea: read superblocks of %s: %w", p.dev.Name(), err)

@@ -45,6 +45,10 @@ func TestRefuse(t *testing.T) {
 			},
 		},
 		{
+			name: "not formatted (tiny device)", want: ErrNotFormatted, fsID: testFS, check: "only 4096 bytes",
+			devs: func(t *testing.T) []*device.Mem { return []*device.Mem{device.NewMem(4096)} },
+		},
+		{
 			name: "foreign filesystem id", want: ErrForeign, fsID: otherFS, check: "belongs to filesystem",
 			devs: func(t *testing.T) []*device.Mem { return []*device.Mem{device.NewMemFrom("d", formatted(t))} },
 		},

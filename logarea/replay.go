@@ -31,6 +31,14 @@ func (l *Log) Replay(after LSN, fn func(LSN, Record) error) (LSN, error) {
 		return 0, err
 	}
 	tail, next, head := l.tailLSN, l.nextLSN, l.head
+	src := l.src
+	if src.health != HealthOK {
+		// The source failed after Open reconciled the replicas: any
+		// healthy replica holds the same records.
+		if reps := l.healthyLocked(); len(reps) > 0 {
+			src = reps[0]
+		}
+	}
 	var pos uint64
 	if after+1 >= tail && after+1 < next {
 		pos = l.index.at(after + 1)
@@ -44,8 +52,7 @@ func (l *Log) Replay(after LSN, fn func(LSN, Record) error) (LSN, error) {
 		return l.jump(after, head)
 	}
 
-	rd := newAreaReader(l.src.area)
-	s := &scanner{r: rd, sb: l.src.sb, seed: l.seed, name: l.src.name}
+	rd := newAreaReader(src.area)
 	var dbuf []byte
 	var bytes uint64
 	lsn := after + 1
@@ -54,7 +61,7 @@ func (l *Log) Replay(after LSN, fn func(LSN, Record) error) (LSN, error) {
 		if err != nil {
 			return lsn - 1, err
 		}
-		h, why := decodeHeader(b, s.seed)
+		h, why := decodeHeader(b, l.seed)
 		if why == "" && h.lsn != lsn {
 			why = fmt.Sprintf("found lsn %d", h.lsn)
 		}
@@ -81,7 +88,7 @@ func (l *Log) Replay(after LSN, fn func(LSN, Record) error) (LSN, error) {
 			}
 		}
 		if why != "" {
-			return lsn - 1, &CorruptionError{Device: l.src.name, Offset: l.src.area.physical(pos), LSN: lsn,
+			return lsn - 1, &CorruptionError{Device: src.name, Offset: src.area.physical(pos), LSN: lsn,
 				Reason: "record changed since the log was opened: " + why}
 		}
 		rec := Record{Type: h.typ, Flags: h.flags, Obj: h.obj, Off: h.off, Len: h.length, Payload: payload}

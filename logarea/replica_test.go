@@ -321,3 +321,27 @@ func TestHealthString(t *testing.T) {
 		}
 	}
 }
+
+// TestReplayAfterSourceFails: the replica Open chose as the replay source
+// fails before Replay; Replay reads another one.
+func TestReplayAfterSourceFails(t *testing.T) {
+	inner := mems(3, testSize)
+	mustFormat(t, inner)
+	l := mustOpen(t, inner, Config{WriteQuorum: QuorumMajority}, nil)
+	if err := appendSynced(t, l, 1, 10); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	reads := device.NewSwitch(device.OpRead, syscall.EIO)
+	// Replica 0 is the source (first of the longest); its superblock write
+	// at Open fails, and then its reads.
+	devs := []device.Device{device.NewFaulty(inner[0], device.FailAfter(device.OpWrite, 1, syscall.EIO), reads), inner[1], inner[2]}
+	tl := newTestLog()
+	l = mustOpen(t, devs, Config{WriteQuorum: QuorumMajority}, tl)
+	defer l.Close()
+	if l.src != l.replicas[0] || l.Stats().Replicas[0].Health != HealthFailed {
+		t.Fatalf("source %s, replica 0 %v\n%s", l.src.name, l.Stats().Replicas[0].Health, tl.dump())
+	}
+	reads.Set(true)
+	checkReplay(t, l, 0, 10)
+}
