@@ -1,6 +1,7 @@
 package logarea
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -460,5 +461,66 @@ func TestStats(t *testing.T) {
 	}
 	if st.Syncs != st.Replicas[0].Syncs+st.Replicas[1].Syncs {
 		t.Errorf("sync total %d", st.Syncs)
+	}
+}
+
+// TestReserveSize: room reserved by size, the record built later (as the
+// engine does for namespace ops under its lock).
+func TestReserveSize(t *testing.T) {
+	devs := mems(1, testSize)
+	mustFormat(t, devs)
+	l := mustOpen(t, devs, Config{Compression: true}, nil)
+	defer l.Close()
+	ctx := context.Background()
+	if _, err := l.ReserveSize(ctx, MaxPayload+1); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("ReserveSize over the maximum: %v", err)
+	}
+	e, err := l.ReserveSize(ctx, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st := l.Stats(); st.ReservedBytes != int64(recordSize(1000)) || e.Size() != st.ReservedBytes {
+		t.Fatalf("reserved %d, entry %d", st.ReservedBytes, e.Size())
+	}
+	if _, err := l.Commit(e); !errors.Is(err, ErrBadRecord) {
+		t.Errorf("Commit of a ReserveSize entry: %v", err)
+	}
+	if _, err := l.CommitRecord(e, Record{Type: 1, Payload: make([]byte, 1001)}); !errors.Is(err, ErrTooLarge) {
+		t.Errorf("CommitRecord over the room: %v", err)
+	}
+	if _, err := l.CommitRecord(e, Record{}); !errors.Is(err, ErrBadRecord) {
+		t.Errorf("CommitRecord of type 0: %v", err)
+	}
+	want := makeRecord(5, 0)
+	want.Payload = bytes.Repeat([]byte("namespace op "), 40) // 520 bytes, compressible
+	if lsn, err := l.CommitRecord(e, want); err != nil || lsn != 1 {
+		t.Fatalf("CommitRecord: %d, %v", lsn, err)
+	}
+	if _, err := l.CommitRecord(e, want); !errors.Is(err, ErrEntryUsed) {
+		t.Errorf("second CommitRecord: %v", err)
+	}
+	// CommitRecord may also replace the record of a Reserve entry.
+	e2, err := l.Reserve(ctx, makeRecord(6, 3000))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if lsn, err := l.CommitRecord(e2, Record{Type: 7, Obj: 7}); err != nil || lsn != 2 {
+		t.Fatalf("CommitRecord of a Reserve entry: %d, %v", lsn, err)
+	}
+	e3, _ := l.ReserveSize(ctx, 10)
+	l.Cancel(e3)
+	st := l.Stats()
+	if st.ReservedBytes != 0 || st.Compressed != 0 || st.UsedBytes != int64(recordSize(520)+recordSize(0)) {
+		t.Errorf("after commits: reserved %d, compressed %d, used %d", st.ReservedBytes, st.Compressed, st.UsedBytes)
+	}
+	if err := l.Sync(ctx, 2); err != nil {
+		t.Fatal(err)
+	}
+	img := devs[0].(*device.Mem).Bytes()
+	l2 := mustOpen(t, []device.Device{device.NewMemFrom("copy", img)}, Config{}, nil)
+	defer l2.Close()
+	got, _ := replayAll(t, l2, 0)
+	if len(got) != 2 || !equalRecord(got[0].rec, want) || !equalRecord(got[1].rec, Record{Type: 7, Obj: 7}) {
+		t.Fatalf("replayed %+v", got)
 	}
 }

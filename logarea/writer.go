@@ -17,12 +17,15 @@ type Entry struct {
 	pooled  *[]byte
 	rflags  uint8
 	pcrc    uint32
-	size    int64
+	size    int64 // footprint of the record as prepared (0 until CommitRecord for ReserveSize)
+	room    int64 // bytes reserved: size, or the largest record ReserveSize allows
+	bySize  bool  // reserved with ReserveSize: the record comes with CommitRecord
 	done    bool
 }
 
-// Size is the entry's footprint in the log, header and padding included.
-func (e *Entry) Size() int64 { return e.size }
+// Size is the room the entry holds in the log, header and padding
+// included.
+func (e *Entry) Size() int64 { return e.room }
 
 // Reserve prepares rec (compresses the payload when that saves space,
 // checksums it) and waits until there is room for it both in the memory
@@ -55,19 +58,36 @@ func (l *Log) Reserve(ctx context.Context, rec Record) (*Entry, error) {
 	}
 	e.pcrc = crc32c(e.payload)
 	e.size = int64(recordSize(len(e.payload)))
+	e.room = e.size
+	return l.reserve(ctx, e)
+}
 
+// ReserveSize waits, like Reserve, for room for one record of at most
+// maxPayload payload bytes, whose content the engine builds later under its
+// lock and gives to CommitRecord. Such records are stored uncompressed:
+// compressing under the engine's lock would lengthen it.
+func (l *Log) ReserveSize(ctx context.Context, maxPayload int) (*Entry, error) {
+	if maxPayload < 0 || maxPayload > MaxPayload {
+		return nil, fmt.Errorf("%w: room for a %d-byte payload, at most %d", ErrTooLarge, maxPayload, MaxPayload)
+	}
+	e := &Entry{l: l, room: int64(recordSize(maxPayload)), bySize: true}
+	return l.reserve(ctx, e)
+}
+
+// reserve waits for e.room bytes of room.
+func (l *Log) reserve(ctx context.Context, e *Entry) (*Entry, error) {
 	l.mu.Lock()
 	if err := l.usableLocked(); err != nil {
 		l.mu.Unlock()
 		e.release()
 		return nil, err
 	}
-	if len(l.waiters) == 0 && l.fitsLocked(e.size) {
-		l.reserveLocked(e.size)
+	if len(l.waiters) == 0 && l.fitsLocked(e.room) {
+		l.reserveLocked(e.room)
 		l.mu.Unlock()
 		return e, nil
 	}
-	w := &waiter{size: e.size, ready: make(chan struct{})}
+	w := &waiter{size: e.room, ready: make(chan struct{})}
 	l.waiters = append(l.waiters, w)
 	l.mu.Unlock()
 
@@ -81,7 +101,7 @@ func (l *Log) Reserve(ctx context.Context, rec Record) (*Entry, error) {
 	case <-ctx.Done():
 		l.mu.Lock()
 		if w.granted {
-			l.unreserveLocked(e.size)
+			l.unreserveLocked(e.room)
 		} else if w.err == nil {
 			for i, x := range l.waiters {
 				if x == w {
@@ -135,19 +155,51 @@ func (e *Entry) release() {
 	e.rec.Payload = nil
 }
 
-// Commit assigns the next LSN to a reserved entry and queues it for the
-// writer. It does no I/O and never waits for room (Reserve took it), so the
-// engine calls it under its own lock, in the order it applies the ops. It
-// fails only when the log has failed or is closed; the reservation is given
-// back then.
+// Commit assigns the next LSN to an entry from Reserve and queues it for
+// the writer. It does no I/O and never waits for room (Reserve took it), so
+// the engine calls it under its own lock, in the order it applies the ops.
+// It fails only when the log has failed or is closed (the room is given
+// back then), or when e came from ReserveSize (use CommitRecord).
 func (l *Log) Commit(e *Entry) (LSN, error) {
+	if e != nil && e.l == l && !e.done && e.bySize {
+		return 0, fmt.Errorf("%w: an entry from ReserveSize is committed with CommitRecord", ErrBadRecord)
+	}
+	return l.commit(e)
+}
+
+// CommitRecord is Commit for an entry from ReserveSize (or Reserve): rec
+// replaces whatever the entry was prepared with, stored uncompressed, and
+// must fit the room reserved. When it does not, or rec is invalid, the
+// entry stays reserved and can still be committed or cancelled.
+func (l *Log) CommitRecord(e *Entry, rec Record) (LSN, error) {
+	if e == nil || e.l != l || e.done {
+		return 0, ErrEntryUsed
+	}
+	if rec.Type == 0 {
+		return 0, fmt.Errorf("%w: type 0", ErrBadRecord)
+	}
+	size := int64(recordSize(len(rec.Payload)))
+	if len(rec.Payload) > MaxPayload || size > e.room {
+		return 0, fmt.Errorf("%w: %d-byte payload in the room of a %d-byte record", ErrTooLarge, len(rec.Payload), e.room)
+	}
+	if e.pooled != nil {
+		l.compressPool.Put(e.pooled)
+		e.pooled = nil
+	}
+	e.rec, e.payload, e.rflags = rec, rec.Payload, 0
+	e.pcrc = crc32c(rec.Payload)
+	e.size = size
+	return l.commit(e)
+}
+
+func (l *Log) commit(e *Entry) (LSN, error) {
 	if e == nil || e.l != l || e.done {
 		return 0, ErrEntryUsed
 	}
 	e.done = true
 	l.mu.Lock()
+	l.unreserveLocked(e.room)
 	if err := l.usableLocked(); err != nil {
-		l.unreserveLocked(e.size)
 		l.grantLocked()
 		l.mu.Unlock()
 		e.release()
@@ -157,7 +209,6 @@ func (l *Log) Commit(e *Entry) (LSN, error) {
 	l.nextLSN++
 	pos := l.head
 	l.head += uint64(e.size)
-	l.unreserveLocked(e.size)
 	l.index.push(pos)
 	l.appended = true
 
@@ -178,6 +229,9 @@ func (l *Log) Commit(e *Entry) (LSN, error) {
 	if e.rflags&rflagSnappy != 0 {
 		l.st.compessed++
 	}
+	if e.room > e.size {
+		l.grantLocked() // a ReserveSize entry used less than its room
+	}
 	l.mu.Unlock()
 	e.release()
 	l.wakeWriter()
@@ -191,7 +245,7 @@ func (l *Log) Cancel(e *Entry) {
 	}
 	e.done = true
 	l.mu.Lock()
-	l.unreserveLocked(e.size)
+	l.unreserveLocked(e.room)
 	l.grantLocked()
 	l.mu.Unlock()
 	e.release()
