@@ -1,0 +1,67 @@
+package main
+
+import (
+	"fmt"
+
+	"github.com/spf13/cobra"
+
+	"github.com/dcache/dcache/backend"
+	"github.com/dcache/dcache/config"
+	"github.com/dcache/dcache/logarea"
+)
+
+func formatCmd() *cobra.Command {
+	var yes bool
+	cmd := &cobra.Command{
+		Use:   "format [--config FILE] --yes",
+		Short: "Initialize the log replicas for this backend, overwriting what they hold",
+		Long: `Write fresh log superblocks on every configured replica for the
+filesystem in the configured backend (creating the backend if it does not
+exist). Whatever the replicas held is lost, including log records not yet
+destaged; it is the only way to reuse a device that belongs to another
+filesystem. The backend's data is kept.`,
+		Args: exactArgs(0, "no arguments"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if !yes {
+				return &usageError{"format overwrites the log replicas; add --yes to confirm"}
+			}
+			cfg, err := loadConfig(cmd)
+			if err != nil {
+				return err
+			}
+			return format(cfg)
+		},
+	}
+	cmd.Flags().BoolVar(&yes, "yes", false, "confirm overwriting the log replicas")
+	addConfigFlags(cmd.Flags())
+	return cmd
+}
+
+func format(cfg *config.Config) error {
+	logger, err := newLogger(cfg, nil)
+	if err != nil {
+		return err
+	}
+	lock, err := lockDataDir(cfg.DataDir, "(format)")
+	if err != nil {
+		return err
+	}
+	defer lock.Close()
+	be, _, err := backend.Open(backend.OSFS{}, cfg.Backend.Path, backend.Config{SegmentSize: int64(cfg.Flush.SegmentSize)}, logger.WithField("component", "backend"))
+	if err != nil {
+		return fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
+	}
+	defer be.Close()
+	devs, _, err := openLogDevices(cfg)
+	if err != nil {
+		return err
+	}
+	defer closeDevices(devs)
+	if err := logarea.Format(devs, be.ID()); err != nil {
+		return err
+	}
+	for _, d := range devs {
+		fmt.Printf("dcache: formatted log replica %s (%d bytes)\n", d.Name(), d.Size())
+	}
+	return nil
+}

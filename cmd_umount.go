@@ -1,0 +1,83 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+)
+
+func umountCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "umount MOUNTPOINT",
+		Short: "Unmount cleanly: destage everything, leave the log empty, stop the daemon",
+		Args:  exactArgs(1, "MOUNTPOINT"),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return umount(args[0])
+		},
+	}
+}
+
+// umount finds the daemon serving mnt (the mount's source is its data dir,
+// whose lock file holds the pid), asks it to stop with SIGTERM and waits
+// until it has destaged and exited. A mount without a daemon (it was
+// killed) is detached.
+func umount(dir string) error {
+	mnt, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	m, ok, err := findMount(mnt)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return &usageError{fmt.Sprintf("%s is not mounted", mnt)}
+	}
+	if m.fstype != "fuse.dcache" {
+		return &usageError{fmt.Sprintf("%s is not a dcache mount (%s)", mnt, m.fstype)}
+	}
+	pid, lockedMnt := readLock(m.source)
+	if pid <= 0 || lockedMnt != mnt || syscall.Kill(pid, 0) != nil {
+		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("detach stale mount %s: %w", mnt, err)
+		}
+		fmt.Printf("dcache: %s had no running daemon; detached the stale mount\n", mnt)
+		return nil
+	}
+	if err := syscall.Kill(pid, syscall.SIGTERM); err != nil {
+		return fmt.Errorf("signal daemon %d: %w", pid, err)
+	}
+	start := time.Now()
+	said := false
+	for processAlive(pid) {
+		if !said && time.Since(start) > 2*time.Second {
+			fmt.Printf("dcache: waiting for pid %d to destage and stop...\n", pid)
+			said = true
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	fmt.Printf("dcache: unmounted %s\n", mnt)
+	return nil
+}
+
+// processAlive reports whether pid runs (and is not a zombie).
+func processAlive(pid int) bool {
+	if syscall.Kill(pid, 0) != nil {
+		return false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// pid (comm) S ...
+	s := string(b)
+	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
+		return s[i+2] != 'Z'
+	}
+	return true
+}

@@ -1,0 +1,151 @@
+package fs
+
+import (
+	"syscall"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+
+	"github.com/dcache/dcache/cachelayer"
+)
+
+// openFlags is what an open file handle remembers; files need no per-handle
+// state beyond the open flags, so the handle number carries them.
+func openOut(flags uint32, out *fuse.OpenOut) {
+	out.Fh = uint64(flags)
+	// Every change goes through this kernel, so its page cache stays
+	// valid across opens (the mount uses explicit cache control).
+	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
+}
+
+func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	mode := modeType(in.Mode, syscall.S_IFREG)
+	if mode&syscall.S_IFMT != syscall.S_IFREG {
+		return fuse.EINVAL
+	}
+	obj, err := f.eng.Create(cancelCtx(cancel), cachelayer.Ino(in.NodeId), name, cachelayer.NewObject{Mode: mode}, caller(&in.InHeader))
+	if err != nil {
+		return f.toStatus("create", err)
+	}
+	f.eng.Ref(obj.Ino, 1) // the open file
+	f.fillEntry(&obj, &out.EntryOut)
+	openOut(in.Flags, &out.OpenOut)
+	return fuse.OK
+}
+
+func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	ino := cachelayer.Ino(in.NodeId)
+	obj, err := f.eng.GetAttr(ino)
+	if err != nil {
+		return f.toStatus("open", err)
+	}
+	if obj.IsDir() {
+		return fuse.Status(syscall.EISDIR)
+	}
+	f.eng.Ref(ino, 1)
+	openOut(in.Flags, out)
+	return fuse.OK
+}
+
+func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	f.eng.Unref(cachelayer.Ino(in.NodeId), 1)
+}
+
+func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	if uint32(len(buf)) > in.Size {
+		buf = buf[:in.Size]
+	}
+	n, err := f.eng.Read(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Offset, buf)
+	if err != nil {
+		return nil, f.toStatus("read", err)
+	}
+	return fuse.ReadResultData(buf[:n]), fuse.OK
+}
+
+func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+	kill := in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0
+	// Writes from the kernel's page cache are made durable by the fsync the
+	// kernel sends for O_SYNC files; a direct O_SYNC write must wait here.
+	sync := in.WriteFlags&fuse.WRITE_CACHE == 0 && in.Flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0
+	n, err := f.eng.Write(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Offset, data, kill, sync)
+	if err != nil {
+		return 0, f.toStatus("write", err)
+	}
+	return uint32(n), fuse.OK
+}
+
+// Flush (close) needs nothing: the kernel wrote its dirty pages back before
+// sending it, and durability is fsync's business.
+func (f *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+
+func (f *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
+	return f.toStatus("fsync", f.eng.Sync(cancelCtx(cancel)))
+}
+
+func (f *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
+	err := f.eng.Fallocate(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Mode, in.Offset, in.Length)
+	return f.toStatus("fallocate", err)
+}
+
+func (f *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	switch in.Whence {
+	case cachelayer.SeekData, cachelayer.SeekHole:
+	default:
+		return fuse.EINVAL // the kernel handles SEEK_SET, SEEK_CUR and SEEK_END itself
+	}
+	off, err := f.eng.Lseek(cachelayer.Ino(in.NodeId), in.Offset, int(in.Whence))
+	if err != nil {
+		return f.toStatus("lseek", err)
+	}
+	out.Offset = off
+	return fuse.OK
+}
+
+func (f *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string, dest []byte) (uint32, fuse.Status) {
+	v, err := f.eng.GetXattr(cachelayer.Ino(h.NodeId), name)
+	if err != nil {
+		return 0, f.toStatus("getxattr", err)
+	}
+	if len(dest) == 0 {
+		return uint32(len(v)), fuse.OK // size query
+	}
+	if len(v) > len(dest) {
+		return uint32(len(v)), fuse.ERANGE
+	}
+	return uint32(copy(dest, v)), fuse.OK
+}
+
+func (f *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	names, err := f.eng.ListXattr(cachelayer.Ino(h.NodeId))
+	if err != nil {
+		return 0, f.toStatus("listxattr", err)
+	}
+	n := 0
+	for _, s := range names {
+		n += len(s) + 1
+	}
+	if len(dest) == 0 {
+		return uint32(n), fuse.OK
+	}
+	if n > len(dest) {
+		return uint32(n), fuse.ERANGE
+	}
+	i := 0
+	for _, s := range names {
+		i += copy(dest[i:], s)
+		dest[i] = 0
+		i++
+	}
+	return uint32(n), fuse.OK
+}
+
+func (f *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string, data []byte) fuse.Status {
+	err := f.eng.SetXattr(cancelCtx(cancel), cachelayer.Ino(in.NodeId), name, data, in.Flags)
+	if err == cachelayer.ErrTooBig {
+		return fuse.Status(syscall.E2BIG)
+	}
+	return f.toStatus("setxattr", err)
+}
+
+func (f *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
+	return f.toStatus("removexattr", f.eng.RemoveXattr(cancelCtx(cancel), cachelayer.Ino(h.NodeId), name))
+}

@@ -1,0 +1,131 @@
+package fs
+
+import (
+	"io"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/dcache/dcache/backend"
+	"github.com/dcache/dcache/cachelayer"
+	"github.com/dcache/dcache/internal/device"
+	"github.com/dcache/dcache/logarea"
+)
+
+// testMount is a real dcache mount on a temporary directory: a backend
+// directory, a log file and the engine, served over FUSE.
+type testMount struct {
+	t       testing.TB
+	dir     string // data: backend/, log
+	mnt     string
+	cfg     cachelayer.Config
+	mo      MountOptions
+	be      *backend.Store
+	dev     device.Device
+	wal     *logarea.Log
+	eng     *cachelayer.Engine
+	fs      *FS
+	srv     *fuse.Server
+	mounted bool
+}
+
+func testLogger(t testing.TB) *logrus.Entry {
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	if testing.Verbose() {
+		l.SetOutput(os.Stderr)
+	}
+	return logrus.NewEntry(l)
+}
+
+func newTestMount(t testing.TB, cfg cachelayer.Config) *testMount {
+	if os.Geteuid() != 0 {
+		t.Skip("mounting needs root")
+	}
+	if _, err := os.Stat("/dev/fuse"); err != nil {
+		t.Skip("no /dev/fuse")
+	}
+	tm := &testMount{t: t, dir: t.TempDir(), cfg: cfg, mo: MountOptions{AllowOther: true, WritebackCache: true, FsName: "dcache-test"}}
+	tm.mnt = filepath.Join(tm.dir, "mnt")
+	if err := os.Mkdir(tm.mnt, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	tm.mount()
+	t.Cleanup(func() {
+		if tm.mounted {
+			tm.unmount()
+		}
+	})
+	return tm
+}
+
+const testLogSize = 256 << 20
+
+func (tm *testMount) mount() {
+	t := tm.t
+	t.Helper()
+	log := testLogger(t)
+	be, _, err := backend.Open(backend.OSFS{}, filepath.Join(tm.dir, "backend"), backend.Config{SegmentSize: 16 << 20}, log)
+	if err != nil {
+		t.Fatalf("backend: %v", err)
+	}
+	logPath := filepath.Join(tm.dir, "log")
+	_, statErr := os.Stat(logPath)
+	fresh := os.IsNotExist(statErr)
+	dev, err := device.OpenFile(logPath, testLogSize, fresh)
+	if err != nil {
+		t.Fatalf("log device: %v", err)
+	}
+	if fresh {
+		if err := logarea.Format([]device.Device{dev}, be.ID()); err != nil {
+			t.Fatalf("format log: %v", err)
+		}
+	}
+	wal, err := logarea.Open([]device.Device{dev}, be.ID(), logarea.Config{Compression: true}, log)
+	if err != nil {
+		t.Fatalf("open log: %v", err)
+	}
+	eng, err := cachelayer.Open(tm.cfg, be, cachelayer.NewLogWAL(wal), log)
+	if err != nil {
+		t.Fatalf("engine: %v", err)
+	}
+	f := New(eng, Options{AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second}, log)
+	srv, err := Mount(tm.mnt, f, tm.mo)
+	if err != nil {
+		t.Fatalf("mount: %v", err)
+	}
+	tm.be, tm.dev, tm.wal, tm.eng, tm.fs, tm.srv, tm.mounted = be, dev, wal, eng, f, srv, true
+}
+
+// unmount unmounts cleanly: destage, empty log.
+func (tm *testMount) unmount() {
+	t := tm.t
+	t.Helper()
+	if err := tm.srv.Unmount(); err != nil {
+		t.Fatalf("unmount: %v", err)
+	}
+	tm.srv.Wait()
+	if err := tm.eng.Close(); err != nil {
+		t.Errorf("engine close: %v", err)
+	}
+	if err := tm.wal.Close(); err != nil {
+		t.Errorf("log close: %v", err)
+	}
+	tm.dev.Close()
+	if err := tm.be.Close(); err != nil {
+		t.Errorf("backend close: %v", err)
+	}
+	tm.mounted = false
+}
+
+func (tm *testMount) remount() {
+	tm.t.Helper()
+	tm.unmount()
+	tm.mount()
+}
+
+func (tm *testMount) path(p string) string { return filepath.Join(tm.mnt, p) }

@@ -1,0 +1,105 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/sirupsen/logrus"
+)
+
+// mountEntry is one line of /proc/self/mountinfo.
+type mountEntry struct {
+	point  string
+	fstype string
+	source string
+}
+
+// findMount returns the mount whose mount point is dir, if any.
+func findMount(dir string) (mountEntry, bool, error) {
+	f, err := os.Open("/proc/self/mountinfo")
+	if err != nil {
+		return mountEntry{}, false, err
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	sc.Buffer(make([]byte, 64<<10), 1<<20)
+	var found mountEntry
+	ok := false
+	for sc.Scan() {
+		// id parent major:minor root mountpoint options [optional...] - fstype source superoptions
+		fields := strings.Fields(sc.Text())
+		sep := -1
+		for i, f := range fields {
+			if f == "-" {
+				sep = i
+				break
+			}
+		}
+		if len(fields) < 5 || sep < 0 || sep+2 >= len(fields) {
+			continue
+		}
+		if unescapeMount(fields[4]) == dir {
+			// The last match wins: mounts stack.
+			found = mountEntry{point: dir, fstype: fields[sep+1], source: unescapeMount(fields[sep+2])}
+			ok = true
+		}
+	}
+	return found, ok, sc.Err()
+}
+
+// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
+func unescapeMount(s string) string {
+	if !strings.Contains(s, `\`) {
+		return s
+	}
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		if s[i] == '\\' && i+3 < len(s) {
+			var v byte
+			if _, err := fmt.Sscanf(s[i+1:i+4], "%03o", &v); err == nil {
+				b.WriteByte(v)
+				i += 3
+				continue
+			}
+		}
+		b.WriteByte(s[i])
+	}
+	return b.String()
+}
+
+// prepareMountpoint checks that dir can be mounted on: it exists, is a
+// directory and is not mounted already. A stale mount left by a killed
+// daemon ("transport endpoint is not connected") is detached, and said so.
+func prepareMountpoint(dir string, log *logrus.Entry) (string, error) {
+	abs, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	var st syscall.Stat_t
+	err = syscall.Stat(abs, &st)
+	if errors.Is(err, syscall.ENOTCONN) {
+		log.WithField("mountpoint", abs).Warn("found a stale mount left by a daemon that died; detaching it")
+		if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
+			return "", fmt.Errorf("mount point %s: stale mount could not be detached: %w", abs, err)
+		}
+		err = syscall.Stat(abs, &st)
+	}
+	if err != nil {
+		if os.IsNotExist(err) {
+			return "", &usageError{fmt.Sprintf("mount point %s does not exist", abs)}
+		}
+		return "", fmt.Errorf("mount point %s: %w", abs, err)
+	}
+	if st.Mode&syscall.S_IFMT != syscall.S_IFDIR {
+		return "", &usageError{fmt.Sprintf("mount point %s is not a directory", abs)}
+	}
+	if m, ok, err := findMount(abs); err == nil && ok {
+		return "", fmt.Errorf("mount point %s is already mounted (%s from %s)", abs, m.fstype, m.source)
+	}
+	return abs, nil
+}

@@ -1,0 +1,308 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/hanwen/go-fuse/v2/fuse"
+	"github.com/sirupsen/logrus"
+
+	"github.com/dcache/dcache/backend"
+	"github.com/dcache/dcache/cachelayer"
+	"github.com/dcache/dcache/config"
+	"github.com/dcache/dcache/fs"
+	"github.com/dcache/dcache/internal/device"
+	"github.com/dcache/dcache/logarea"
+)
+
+// lockName is the data directory's lock file: held (flock) by the running
+// daemon, it holds the daemon's pid and mount point.
+const lockName = "dcache.lock"
+
+// stack is one mounted filesystem: every layer, opened in dependency order
+// and closed in reverse.
+type stack struct {
+	cfg    *config.Config
+	logger *logrus.Logger
+	log    *logrus.Entry
+	lock   *os.File
+	be     *backend.Store
+	devs   []device.Device
+	wal    *logarea.Log
+	eng    *cachelayer.Engine
+	fsys   *fs.FS
+	srv    *fuse.Server
+	mnt    string
+}
+
+// newLogger builds the process logger from the configuration.
+func newLogger(cfg *config.Config, out io.Writer) (*logrus.Logger, error) {
+	l := logrus.New()
+	l.SetOutput(out)
+	lvl, err := logrus.ParseLevel(string(cfg.Logging.Level))
+	if err != nil {
+		return nil, err
+	}
+	l.SetLevel(lvl)
+	if cfg.Logging.Format == config.FormatJSON {
+		l.SetFormatter(&logrus.JSONFormatter{})
+	} else {
+		l.SetFormatter(&logrus.TextFormatter{FullTimestamp: true})
+	}
+	return l, nil
+}
+
+// state logs a lifecycle state change.
+func (s *stack) state(st string) {
+	s.log.WithField("state", st).Info("lifecycle")
+}
+
+// lockDataDir takes the data directory's lock, refusing when another
+// running dcache holds it.
+func lockDataDir(dir, mnt string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if err := syscall.Access(dir, 2 /* W_OK */); err != nil {
+		return nil, fmt.Errorf("data dir %s is not writable: %w", dir, err)
+	}
+	path := filepath.Join(dir, lockName)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("data dir %s: %w", dir, err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		pid, holder := readLock(dir)
+		f.Close()
+		if errors.Is(err, syscall.EWOULDBLOCK) {
+			return nil, fmt.Errorf("data dir %s is in use by another running dcache (pid %d, mounted on %s)", dir, pid, holder)
+		}
+		return nil, fmt.Errorf("data dir %s: lock: %w", dir, err)
+	}
+	if err := f.Truncate(0); err != nil {
+		f.Close()
+		return nil, err
+	}
+	if _, err := fmt.Fprintf(f, "%d\n%s\n", os.Getpid(), mnt); err != nil {
+		f.Close()
+		return nil, err
+	}
+	return f, nil
+}
+
+// readLock returns the pid and mount point written in a data dir's lock.
+func readLock(dir string) (int, string) {
+	b, err := os.ReadFile(filepath.Join(dir, lockName))
+	if err != nil {
+		return 0, ""
+	}
+	lines := strings.SplitN(strings.TrimSpace(string(b)), "\n", 2)
+	pid, _ := strconv.Atoi(lines[0])
+	mnt := ""
+	if len(lines) > 1 {
+		mnt = lines[1]
+	}
+	return pid, mnt
+}
+
+// engineConfig maps the configuration to the engine's.
+func engineConfig(cfg *config.Config) cachelayer.Config {
+	ec := cachelayer.Config{
+		CacheSize:     int64(cfg.Cache.Size),
+		DirtyBytes:    int64(cfg.Quota.DirtyBytes),
+		HighWatermark: cfg.Flush.HighWatermark,
+		LowWatermark:  cfg.Flush.LowWatermark,
+		MaxDirtyAge:   cfg.Flush.MaxDirtyAge,
+		SyncInterval:  cfg.Log.SyncInterval,
+		RootUid:       uint32(os.Getuid()),
+		RootGid:       uint32(os.Getgid()),
+	}
+	switch cfg.Log.Sync {
+	case config.SyncAlways:
+		ec.Sync = cachelayer.SyncAlways
+	case config.SyncInterval:
+		ec.Sync = cachelayer.SyncInterval
+	default:
+		ec.Sync = cachelayer.SyncOnFsync
+	}
+	return ec
+}
+
+// openLogDevices opens (creating and preallocating where missing) every
+// replica; fresh reports which were created.
+func openLogDevices(cfg *config.Config) (devs []device.Device, fresh []bool, err error) {
+	for i, r := range cfg.Log.Replicas {
+		_, statErr := os.Stat(r.Path)
+		create := os.IsNotExist(statErr)
+		if create {
+			if err := os.MkdirAll(filepath.Dir(r.Path), 0o755); err != nil {
+				closeDevices(devs)
+				return nil, nil, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
+			}
+		}
+		var d device.Device
+		if r.Type == config.ReplicaAEP {
+			d, err = device.OpenMmap(r.Path, int64(r.Size), create)
+		} else {
+			d, err = device.OpenFile(r.Path, int64(r.Size), create)
+		}
+		if err != nil {
+			closeDevices(devs)
+			return nil, nil, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
+		}
+		if d.Size() < int64(r.Size) {
+			closeDevices(append(devs, d))
+			return nil, nil, fmt.Errorf("log.replicas[%d] %s: the device holds %d bytes, the configuration asks for %d", i, r.Path, d.Size(), int64(r.Size))
+		}
+		devs = append(devs, d)
+		fresh = append(fresh, create)
+	}
+	return devs, fresh, nil
+}
+
+func closeDevices(devs []device.Device) {
+	for _, d := range devs {
+		d.Close()
+	}
+}
+
+func logConfig(cfg *config.Config) logarea.Config {
+	lc := logarea.Config{Compression: cfg.Log.Compression == config.CompressionSnappy}
+	if cfg.Log.WriteQuorum == config.QuorumMajority {
+		lc.WriteQuorum = logarea.QuorumMajority
+	}
+	return lc
+}
+
+// openStack opens every layer and mounts on mnt (already checked by
+// prepareMountpoint). On error, what was opened is closed again.
+func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack, err error) {
+	s = &stack{cfg: cfg, logger: logger, mnt: mnt,
+		log: logger.WithFields(logrus.Fields{"component": "main", "pid": os.Getpid()})}
+	defer func() {
+		if err != nil {
+			s.teardown()
+			s = nil
+		}
+	}()
+	s.log.WithFields(logrus.Fields{"version": version, "mountpoint": mnt, "data_dir": cfg.DataDir}).Info("starting")
+	s.state("create")
+	if s.lock, err = lockDataDir(cfg.DataDir, mnt); err != nil {
+		return s, err
+	}
+	s.state("init")
+	var created bool
+	s.be, created, err = backend.Open(backend.OSFS{}, cfg.Backend.Path, backend.Config{SegmentSize: int64(cfg.Flush.SegmentSize)}, logger.WithField("component", "backend"))
+	if err != nil {
+		return s, fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
+	}
+	if created {
+		s.log.WithField("path", cfg.Backend.Path).Info("created a new backend")
+	}
+	var fresh []bool
+	if s.devs, fresh, err = openLogDevices(cfg); err != nil {
+		return s, err
+	}
+	for i, d := range s.devs {
+		if fresh[i] {
+			if err = logarea.Format([]device.Device{d}, s.be.ID()); err != nil {
+				return s, fmt.Errorf("log.replicas[%d] %s: format: %w", i, d.Name(), err)
+			}
+			s.log.WithField("replica", d.Name()).Info("created and formatted a log replica")
+		}
+	}
+	s.wal, err = logarea.Open(s.devs, s.be.ID(), logConfig(cfg), logger.WithField("component", "logarea"))
+	if err != nil {
+		if errors.Is(err, logarea.ErrNotFormatted) || errors.Is(err, logarea.ErrForeign) {
+			return s, fmt.Errorf("log: %w; nothing was changed — if the log may be overwritten, run: dcache format --yes", err)
+		}
+		return s, fmt.Errorf("log: %w", err)
+	}
+	s.state("recover")
+	s.eng, err = cachelayer.Open(engineConfig(cfg), s.be, cachelayer.NewLogWAL(s.wal), logger.WithField("component", "cachelayer"))
+	if err != nil {
+		return s, err
+	}
+	s.fsys = fs.New(s.eng, fs.Options{
+		AttrTimeout:     cfg.Fuse.AttrTimeout,
+		EntryTimeout:    cfg.Fuse.EntryTimeout,
+		NegativeTimeout: cfg.Fuse.NegativeTimeout,
+	}, logger.WithField("component", "fs"))
+	s.srv, err = fs.Mount(mnt, s.fsys, fs.MountOptions{
+		AllowOther:     cfg.Fuse.AllowOther,
+		MaxWrite:       int(cfg.Fuse.MaxWrite),
+		WritebackCache: cfg.Fuse.WritebackCache,
+		Debug:          cfg.Fuse.Debug,
+		FsName:         cfg.DataDir,
+	})
+	if err != nil {
+		return s, err
+	}
+	s.state("active")
+	return s, nil
+}
+
+// unmount asks the kernel to unmount. A busy mount (open files, a shell's
+// cwd) is detached lazily: it disappears from the namespace now and the
+// daemon serves the remaining users until they let go.
+func (s *stack) unmount() {
+	if s.srv == nil {
+		return
+	}
+	err := s.srv.Unmount()
+	if err == nil {
+		return
+	}
+	s.log.WithError(err).Warn("mount is busy; detaching it lazily and waiting for open files to close")
+	if err := syscall.Unmount(s.mnt, syscall.MNT_DETACH); err != nil {
+		s.log.WithError(err).Error("lazy unmount failed")
+	}
+}
+
+// teardown closes whatever is open, in reverse order: the engine destages
+// everything and leaves the log empty.
+func (s *stack) teardown() error {
+	var errs []error
+	if s.srv != nil {
+		s.srv.Wait()
+		s.srv = nil
+	}
+	if s.eng != nil {
+		start := time.Now()
+		info := s.eng.Info()
+		s.log.WithField("dirty_bytes", info.DirtyBytes).Info("destaging everything before stopping")
+		if err := s.eng.Close(); err != nil {
+			errs = append(errs, err)
+		} else {
+			s.log.WithField("took", time.Since(start).Round(time.Millisecond)).Info("destage complete")
+		}
+		s.eng = nil
+	}
+	if s.wal != nil {
+		if err := s.wal.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("log: %w", err))
+		}
+		s.wal = nil
+	}
+	closeDevices(s.devs) // the log leaves its devices to us
+	s.devs = nil
+	if s.be != nil {
+		if err := s.be.Close(); err != nil {
+			errs = append(errs, fmt.Errorf("backend: %w", err))
+		}
+		s.be = nil
+	}
+	if s.lock != nil {
+		s.lock.Truncate(0)
+		s.lock.Close()
+		s.lock = nil
+	}
+	return errors.Join(errs...)
+}
