@@ -228,4 +228,3 @@ func showState(s *stack, say func(string, ...any)) {
 	}
 	say("backend: %d segments, %s", len(segs), config.Size(segBytes))
 }
-

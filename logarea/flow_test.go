@@ -397,9 +397,17 @@ func TestFileAndMmapDevices(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
+				if _, err := d.WriteAt(bytes.Repeat([]byte{0xee}, testSize), 0); err != nil {
+					t.Fatal(err)
+				}
 				devs = append(devs, d)
 			}
 			mustFormat(t, devs)
+			// Format wrote the whole record area of a file (see Format).
+			area := make([]byte, testSize-areaOffset)
+			if _, err := devs[1].ReadAt(area, areaOffset); err != nil || !isZero(area) {
+				t.Fatalf("record area not zeroed by Format: %v", err)
+			}
 			l := mustOpen(t, devs, Config{Compression: true}, nil)
 			if err := appendSynced(t, l, 1, 50); err != nil {
 				t.Fatal(err)

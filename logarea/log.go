@@ -43,30 +43,32 @@ type Log struct {
 	sbMu    sync.Mutex
 	metaSeq uint64
 
-	mu          sync.Mutex // guards the fields below
-	nextLSN     LSN        // LSN the next Commit gets
-	head        uint64     // logical position of the next record
-	tailLSN     LSN        // first record not trimmed (durable in the superblocks)
-	tailPos     uint64
-	index       posIndex // positions of tailLSN .. nextLSN-1
-	cur         []byte   // records committed and not yet handed to the writer
-	curPos      uint64   // logical position of cur[0]
-	curFirst    LSN      // LSN of the first record in cur
-	spare       []byte   // the other buffer; nil while the writer writes it
-	memReserved int64
-	devReserved int64
-	waiters     []*waiter // Reserve calls waiting for room, in arrival order
-	writtenLSN  LSN       // written to every healthy replica
-	durableLSN  LSN       // synced on every healthy replica (>= the quorum)
-	syncWanted  LSN       // highest LSN a Sync waits for
-	durableCh   chan struct{}
-	closing     bool
-	closed      bool // the writer has stopped
-	failErr     error
-	metaDirty   bool // a replica failed: record it in the survivors' metadata
-	replayed    bool
-	appended    bool
-	st          counters
+	mu            sync.Mutex // guards the fields below
+	nextLSN       LSN        // LSN the next Commit gets
+	head          uint64     // logical position of the next record
+	tailLSN       LSN        // first record not trimmed (durable in the superblocks)
+	tailPos       uint64
+	index         posIndex // positions of tailLSN .. nextLSN-1
+	cur           []byte   // records committed and not yet handed to the writer
+	curPos        uint64   // logical position of cur[0]
+	curFirst      LSN      // LSN of the first record in cur
+	spare         []byte   // the other buffer; nil while the writer writes it
+	memReserved   int64
+	devReserved   int64
+	waiters       []*waiter // Reserve calls waiting for room, in arrival order
+	writtenLSN    LSN       // written to every healthy replica
+	durableLSN    LSN       // synced on every healthy replica (>= the quorum)
+	syncWanted    LSN       // highest LSN a Sync waits for
+	syncIssued    LSN       // target of the latest device sync started
+	syncsInFlight int
+	durableCh     chan struct{}
+	closing       bool
+	closed        bool // the writer has stopped
+	failErr       error
+	metaDirty     bool // a replica failed: record it in the survivors' metadata
+	replayed      bool
+	appended      bool
+	st            counters
 }
 
 // counters are the log-wide statistics (guarded by Log.mu).
@@ -74,7 +76,7 @@ type counters struct {
 	records   int64
 	batches   int64
 	maxBatch  int64
-	syncs     int64 // sync rounds
+	syncs     int64 // device sync rounds (each syncs every healthy replica)
 	bytesIn   int64 // payload bytes given to Reserve
 	bytesOut  int64 // record bytes committed (after compression)
 	compessed int64 // records stored compressed
@@ -96,7 +98,11 @@ func discardLogger() *logrus.Entry {
 // Format writes a fresh, empty log on every device for filesystem fsID,
 // erasing the superblocks, metadata and the start of the record area. The
 // devices become replicas 0..len(devs)-1 in that order; the record area is
-// as large as the smallest device allows.
+// as large as the smallest device allows. On regular files (file and mmap
+// devices) the whole record area is written with zeros once: fallocate
+// leaves unwritten extents, and a log write into one makes the next
+// fdatasync commit extent metadata too; after Format every append
+// overwrites written blocks and fdatasync flushes data only.
 func Format(devs []device.Device, fsID [16]byte) error {
 	if len(devs) == 0 || len(devs) > maxReplicas {
 		return fmt.Errorf("%w: %d devices, want 1 to %d", ErrBadConfig, len(devs), maxReplicas)
@@ -144,6 +150,11 @@ func Format(devs []device.Device, fsID [16]byte) error {
 				return fmt.Errorf("logarea: format %s: %w", d.Name(), err)
 			}
 		}
+		if k := device.KindOf(d); k == "file" || k == "mmap" {
+			if err := writeZeros(d, areaOffset, int64(areaSize)); err != nil {
+				return fmt.Errorf("logarea: format %s: %w", d.Name(), err)
+			}
+		}
 		if err := d.Sync(); err != nil {
 			return fmt.Errorf("logarea: format %s: %w", d.Name(), err)
 		}
@@ -153,6 +164,19 @@ func Format(devs []device.Device, fsID [16]byte) error {
 		if err := d.Sync(); err != nil {
 			return fmt.Errorf("logarea: format %s: %w", d.Name(), err)
 		}
+	}
+	return nil
+}
+
+// writeZeros writes zeros over [off, off+n) of d.
+func writeZeros(d device.Device, off, n int64) error {
+	zero := make([]byte, min(n, 1<<20))
+	for n > 0 {
+		c := min(n, int64(len(zero)))
+		if _, err := d.WriteAt(zero[:c], off); err != nil {
+			return err
+		}
+		off, n = off+c, n-c
 	}
 	return nil
 }

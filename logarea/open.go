@@ -142,7 +142,7 @@ func Open(devs []device.Device, fsID [16]byte, cfg Config, log *logrus.Entry) (*
 	l.cur = make([]byte, 0, l.bufSize)
 	l.spare = make([]byte, 0, l.bufSize)
 	l.curPos, l.curFirst = l.head, l.nextLSN
-	l.writtenLSN, l.durableLSN = l.nextLSN-1, l.nextLSN-1
+	l.writtenLSN, l.durableLSN, l.syncIssued = l.nextLSN-1, l.nextLSN-1, l.nextLSN-1
 	for _, r := range l.replicas {
 		if r != nil && r.health == HealthOK {
 			r.written, r.synced = l.nextLSN-1, l.nextLSN-1
@@ -384,7 +384,7 @@ func (l *Log) copyRange(src, dst *replica, from, to uint64) error {
 		if err := src.area.readAt(buf[:n], pos); err != nil {
 			return fmt.Errorf("%w: %s: %w", errSourceRead, src.name, err)
 		}
-		if err := dst.writeRecords(buf[:n], pos, false); err != nil {
+		if err := dst.writeRecords(buf[:n], pos); err != nil {
 			return err
 		}
 		pos += n

@@ -114,7 +114,7 @@ func (l *Log) jump(after LSN, head uint64) (LSN, error) {
 	l.log.WithFields(logrus.Fields{"from": l.nextLSN, "to": after + 1}).Warn("log behind the engine's checkpoint: next lsn moved forward")
 	l.tailLSN, l.tailPos = after+1, head
 	l.nextLSN, l.curFirst = after+1, after+1
-	l.writtenLSN, l.durableLSN = after, after
+	l.writtenLSN, l.durableLSN, l.syncIssued = after, after, after
 	l.index.reset(after+1, l.index.pos[:0])
 	for _, r := range l.healthyLocked() {
 		r.written, r.synced = after, after

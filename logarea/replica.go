@@ -61,18 +61,13 @@ func (r *replica) sync() error {
 	return nil
 }
 
-// writeRecords writes a batch at its logical position and syncs when asked.
-func (r *replica) writeRecords(b []byte, pos uint64, doSync bool) error {
-	if len(b) > 0 {
-		if err := r.area.writeAt(b, pos); err != nil {
-			return err
-		}
-		r.writes.Add(1)
-		r.bytes.Add(int64(len(b)))
+// writeRecords writes a batch at its logical position.
+func (r *replica) writeRecords(b []byte, pos uint64) error {
+	if err := r.area.writeAt(b, pos); err != nil {
+		return err
 	}
-	if doSync {
-		return r.sync()
-	}
+	r.writes.Add(1)
+	r.bytes.Add(int64(len(b)))
 	return nil
 }
 

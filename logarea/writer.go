@@ -285,21 +285,27 @@ func (l *Log) Sync(ctx context.Context, lsn LSN) error {
 	return nil
 }
 
-// batch is one round of the writer: records written to every healthy
-// replica with one write each (two where the area wraps), then synced when
-// a Sync waits or the log closes.
+// maxSyncsInFlight is how many device syncs may overlap. Two let a sync
+// start for records written while another sync runs, instead of waiting for
+// it: that is what two fdatasync callers on separate files get natively.
+const maxSyncsInFlight = 2
+
+// batch is one write round: the records committed since the previous round,
+// written to every healthy replica with one write each (two where the area
+// wraps).
 type batch struct {
 	buf   []byte
 	pos   uint64
 	first LSN
 	last  LSN
-	sync  bool
 }
 
 // writer moves committed records to the devices. It writes whatever is
-// committed as soon as it can, so the loss window without Sync stays one
-// round wide, and syncs when asked: Syncs that arrive during a round are
-// served together by the next one (group commit).
+// committed as soon as it can, so that the loss window without Sync stays
+// one round wide, and starts a device sync of everything written when a
+// Sync waits for a record no running sync covers. Syncs that arrive while
+// a round or a sync runs are served together by the next one (group
+// commit); up to maxSyncsInFlight syncs overlap.
 func (l *Log) writer() {
 	defer close(l.writerDone)
 	var reps []*replica // reused across rounds
@@ -307,17 +313,16 @@ func (l *Log) writer() {
 	for {
 		l.mu.Lock()
 		for {
-			if l.failErr != nil {
+			if l.failErr != nil && l.syncsInFlight == 0 {
 				l.closed = true
 				l.notifyLocked()
 				l.mu.Unlock()
 				return
 			}
-			if len(l.cur) > 0 || l.syncWanted > l.durableLSN || l.metaDirty ||
-				(l.closing && l.durableLSN < l.nextLSN-1) {
+			if l.failErr == nil && (len(l.cur) > 0 || l.metaDirty || l.needSyncLocked()) {
 				break
 			}
-			if l.closing {
+			if l.closing && l.syncsInFlight == 0 && l.durableLSN == l.nextLSN-1 && len(l.cur) == 0 {
 				l.closed = true
 				l.notifyLocked()
 				l.mu.Unlock()
@@ -333,8 +338,13 @@ func (l *Log) writer() {
 			l.recordFailures()
 			continue
 		}
+		if len(l.cur) == 0 {
+			// Everything is written; a Sync waits: start a device sync.
+			l.startSyncLocked()
+			l.mu.Unlock()
+			continue
+		}
 		b := batch{buf: l.cur, pos: l.curPos, first: l.curFirst, last: l.nextLSN - 1}
-		b.sync = l.syncWanted > l.durableLSN || l.closing
 		l.cur, l.spare = l.spare, nil
 		l.curPos, l.curFirst = l.head, l.nextLSN
 		l.grantLocked() // the new buffer is empty
@@ -352,26 +362,80 @@ func (l *Log) writer() {
 		l.spare = b.buf[:0]
 		if l.failErr == nil {
 			l.writtenLSN = b.last
-			if b.sync {
-				l.durableLSN = b.last
-				l.st.syncs++
-			}
-			if n := int64(b.last - b.first + 1); len(b.buf) > 0 {
-				l.st.batches++
-				l.st.maxBatch = max(l.st.maxBatch, n)
-			}
+			l.st.batches++
+			l.st.maxBatch = max(l.st.maxBatch, int64(b.last-b.first+1))
 			for i, r := range reps {
 				if errs[i] == nil {
 					r.written = b.last
-					if b.sync {
-						r.synced = b.last
-					}
+				}
+			}
+			if l.needSyncLocked() {
+				l.startSyncLocked()
+			}
+		}
+		l.mu.Unlock()
+	}
+}
+
+// needSyncLocked reports whether a device sync should start now: a Sync
+// (or Close) waits for a written record that no running sync covers, and
+// fewer than maxSyncsInFlight run. A record not yet written is written
+// first; its round starts the sync.
+func (l *Log) needSyncLocked() bool {
+	want := l.syncWanted
+	if l.closing {
+		want = l.nextLSN - 1
+	}
+	return want > l.syncIssued && want > l.durableLSN && l.writtenLSN > l.syncIssued &&
+		l.syncsInFlight < maxSyncsInFlight && (len(l.cur) == 0 || want <= l.writtenLSN)
+}
+
+// startSyncLocked syncs every healthy replica up to writtenLSN in the
+// background. When it returns, durableLSN covers that target: a sync
+// started after the writes completed makes them durable, whatever other
+// syncs still run.
+func (l *Log) startSyncLocked() {
+	target := l.writtenLSN
+	l.syncIssued = target
+	l.syncsInFlight++
+	reps := l.healthyLocked()
+	go func() {
+		errs := make([]error, len(reps))
+		if len(reps) == 1 {
+			errs[0] = reps[0].sync()
+		} else {
+			var wg sync.WaitGroup
+			for i, r := range reps {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs[i] = r.sync()
+				}()
+			}
+			wg.Wait()
+		}
+		l.mu.Lock()
+		l.syncsInFlight--
+		for i, err := range errs {
+			if err != nil {
+				l.failReplicaLocked(reps[i], err)
+			}
+		}
+		if l.failErr == nil {
+			l.st.syncs++
+			if target > l.durableLSN {
+				l.durableLSN = target
+			}
+			for i, r := range reps {
+				if errs[i] == nil && target > r.synced {
+					r.synced = target
 				}
 			}
 			l.notifyLocked()
 		}
 		l.mu.Unlock()
-	}
+		l.wakeWriter()
+	}()
 }
 
 // writeRound writes b to every replica in parallel and returns each
@@ -382,7 +446,7 @@ func (l *Log) writeRound(reps []*replica, b *batch, errs []error) []error {
 		errs = append(errs, nil)
 	}
 	if len(reps) == 1 {
-		errs[0] = reps[0].writeRecords(b.buf, b.pos, b.sync)
+		errs[0] = reps[0].writeRecords(b.buf, b.pos)
 		return errs
 	}
 	var wg sync.WaitGroup
@@ -390,7 +454,7 @@ func (l *Log) writeRound(reps []*replica, b *batch, errs []error) []error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = r.writeRecords(b.buf, b.pos, b.sync)
+			errs[i] = r.writeRecords(b.buf, b.pos)
 		}()
 	}
 	wg.Wait()
