@@ -2,6 +2,7 @@ package main
 
 import (
 	"fmt"
+	"os"
 
 	"github.com/spf13/cobra"
 
@@ -38,7 +39,7 @@ filesystem. The backend's data is kept.`,
 }
 
 func format(cfg *config.Config) error {
-	logger, err := newLogger(cfg, nil)
+	logger, err := newLogger(cfg, os.Stderr)
 	if err != nil {
 		return err
 	}
