@@ -80,12 +80,28 @@ func prepareMountpoint(dir string, log *logrus.Entry) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	detach := func() error {
+		log.WithField("mountpoint", abs).Warn("found a stale mount left by a daemon that died; detaching it")
+		if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
+			return fmt.Errorf("mount point %s: stale mount could not be detached: %w", abs, err)
+		}
+		return nil
+	}
+	if m, ok, err := findMount(abs); err == nil && ok {
+		if !isStale(abs, m) {
+			return "", fmt.Errorf("mount point %s is already mounted (%s from %s)", abs, m.fstype, m.source)
+		}
+		if err := detach(); err != nil {
+			return "", err
+		}
+	}
 	var st syscall.Stat_t
 	err = syscall.Stat(abs, &st)
 	if errors.Is(err, syscall.ENOTCONN) {
-		log.WithField("mountpoint", abs).Warn("found a stale mount left by a daemon that died; detaching it")
-		if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
-			return "", fmt.Errorf("mount point %s: stale mount could not be detached: %w", abs, err)
+		// A stale mount that /proc/self/mountinfo names differently (dir
+		// reached through a symlink).
+		if err := detach(); err != nil {
+			return "", err
 		}
 		err = syscall.Stat(abs, &st)
 	}
@@ -102,4 +118,25 @@ func prepareMountpoint(dir string, log *logrus.Entry) (string, error) {
 		return "", fmt.Errorf("mount point %s is already mounted (%s from %s)", abs, m.fstype, m.source)
 	}
 	return abs, nil
+}
+
+// isStale reports whether the FUSE mount m on dir has lost its daemon.
+//
+// stat(2) is no test: the kernel answers it from its attribute cache, without
+// asking the daemon, for up to fuse.attr_timeout after the daemon died.
+// statfs(2) always goes to the daemon, and a dead one's connection answers
+// ENOTCONN. A dcache mount whose data dir lock names a live process is
+// taken as live without asking, so that a busy or stopped daemon does not
+// make this hang.
+func isStale(dir string, m mountEntry) bool {
+	if !strings.HasPrefix(m.fstype, "fuse") {
+		return false
+	}
+	if m.fstype == "fuse.dcache" {
+		if pid, lockedMnt := readLock(m.source); pid > 0 && lockedMnt == dir && processAlive(pid) {
+			return false
+		}
+	}
+	var sfs syscall.Statfs_t
+	return errors.Is(syscall.Statfs(dir, &sfs), syscall.ENOTCONN)
 }
