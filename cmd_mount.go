@@ -2,13 +2,16 @@ package main
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -66,16 +69,17 @@ func runMount(cfg *config.Config, mountpoint string, readyFd int) error {
 	var ready *os.File
 	if readyFd >= 0 {
 		ready = os.NewFile(uintptr(readyFd), "ready")
-		f, err := os.OpenFile(filepath.Join(cfg.DataDir, "dcache.log"), os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
-		if err == nil {
-			out = f
-			defer f.Close()
-		}
+		f := &daemonLog{path: filepath.Join(cfg.DataDir, "dcache.log")}
+		out = f
+		defer f.Close()
 	}
 	report := func(err error) error {
 		if ready != nil {
 			if err != nil {
-				fmt.Fprintf(ready, "error %v\n", err)
+				// One line: the exit code the foreground command would
+				// have had, and the message.
+				msg := strings.ReplaceAll(err.Error(), "\n", "; ")
+				fmt.Fprintf(ready, "error %d %s\n", exitCode(err), msg)
 			} else {
 				fmt.Fprintf(ready, "ok\n")
 			}
@@ -163,9 +167,55 @@ func startDetached(cfg *config.Config, mountpoint string) error {
 	line = strings.TrimSpace(line)
 	if line != "ok" {
 		c.Process.Wait()
-		return fmt.Errorf("%s", strings.TrimPrefix(line, "error "))
+		code, msg := exitFailure, strings.TrimPrefix(line, "error ")
+		if n, rest, ok := strings.Cut(msg, " "); ok {
+			if v, err := strconv.Atoi(n); err == nil {
+				code, msg = v, rest
+			}
+		}
+		return &exitError{code: code, err: errors.New(msg)}
 	}
 	fmt.Printf("dcache: mounted %s (pid %d, log %s)\n", mountpoint, c.Process.Pid, filepath.Join(cfg.DataDir, "dcache.log"))
 	c.Process.Release()
 	return nil
+}
+
+// daemonLog is a detached daemon's log, DATA_DIR/dcache.log. The file (and
+// the data dir) is created at the first line logged: the data dir may not
+// exist yet on a first mount, and a mount refused before the stack opens (a
+// missing mount point) logs nothing and so creates nothing. When the file
+// cannot be created the lines are dropped; the error that stops the mount
+// reaches the user through the ready pipe either way.
+type daemonLog struct {
+	path string
+
+	mu     sync.Mutex // guards the fields below
+	f      *os.File
+	failed bool
+}
+
+func (l *daemonLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil && !l.failed {
+		if err := os.MkdirAll(filepath.Dir(l.path), 0o755); err == nil {
+			l.f, _ = os.OpenFile(l.path, os.O_WRONLY|os.O_CREATE|os.O_APPEND, 0o644)
+		}
+		l.failed = l.f == nil
+	}
+	if l.f == nil {
+		return len(p), nil
+	}
+	return l.f.Write(p)
+}
+
+func (l *daemonLog) Close() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.f == nil {
+		return nil
+	}
+	err := l.f.Close()
+	l.f, l.failed = nil, true
+	return err
 }

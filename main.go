@@ -54,15 +54,20 @@ func main() {
 	root.AddCommand(mountCmd(), umountCmd(), formatCmd(), demoCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "dcache: %v\n", err)
-		var ee *exitError
-		if errors.As(err, &ee) {
-			os.Exit(ee.code)
-		}
-		if config.IsValidation(err) || isUsage(err) {
-			os.Exit(exitUsage)
-		}
-		os.Exit(exitFailure)
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitCode is the process exit code for an error a command returned.
+func exitCode(err error) int {
+	var ee *exitError
+	if errors.As(err, &ee) {
+		return ee.code
+	}
+	if config.IsValidation(err) || isUsage(err) {
+		return exitUsage
+	}
+	return exitFailure
 }
 
 // isUsage reports cobra's own argument errors.
