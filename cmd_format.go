@@ -53,7 +53,7 @@ func format(cfg *config.Config) error {
 		return fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
 	}
 	defer be.Close()
-	devs, _, err := openLogDevices(cfg)
+	devs, err := openLogDevices(cfg, true)
 	if err != nil {
 		return err
 	}

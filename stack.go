@@ -135,36 +135,125 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 	return ec
 }
 
-// openLogDevices opens (creating and preallocating where missing) every
-// replica; fresh reports which were created.
-func openLogDevices(cfg *config.Config) (devs []device.Device, fresh []bool, err error) {
+// openLogDevices opens every replica, creating and preallocating the
+// missing ones when create is set (dcache format formats them all next).
+func openLogDevices(cfg *config.Config, create bool) (devs []device.Device, err error) {
 	for i, r := range cfg.Log.Replicas {
-		_, statErr := os.Stat(r.Path)
-		create := os.IsNotExist(statErr)
-		if create {
-			if err := os.MkdirAll(filepath.Dir(r.Path), 0o755); err != nil {
-				closeDevices(devs)
-				return nil, nil, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
-			}
-		}
-		var d device.Device
-		if r.Type == config.ReplicaAEP {
-			d, err = device.OpenMmap(r.Path, int64(r.Size), create)
-		} else {
-			d, err = device.OpenFile(r.Path, int64(r.Size), create)
-		}
+		d, err := openReplica(r, r.Path, create)
 		if err != nil {
 			closeDevices(devs)
-			return nil, nil, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
+			return nil, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
 		}
 		if d.Size() < int64(r.Size) {
 			closeDevices(append(devs, d))
-			return nil, nil, fmt.Errorf("log.replicas[%d] %s: the device holds %d bytes, the configuration asks for %d", i, r.Path, d.Size(), int64(r.Size))
+			return nil, fmt.Errorf("log.replicas[%d] %s: the device holds %d bytes, the configuration asks for %d", i, r.Path, d.Size(), int64(r.Size))
 		}
 		devs = append(devs, d)
-		fresh = append(fresh, create)
 	}
-	return devs, fresh, nil
+	return devs, nil
+}
+
+// openReplica opens one replica's device at path, creating a missing file
+// when create is set.
+func openReplica(r config.Replica, path string, create bool) (device.Device, error) {
+	if create {
+		if _, err := os.Stat(path); os.IsNotExist(err) {
+			if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if r.Type == config.ReplicaAEP {
+		return device.OpenMmap(path, int64(r.Size), create)
+	}
+	return device.OpenFile(path, int64(r.Size), create)
+}
+
+// creatingSuffix names a replica file being created: it is renamed to the
+// configured path only once every replica of the new log is formatted.
+const creatingSuffix = ".creating"
+
+// prepareLog makes sure the log's replicas exist. When none does (a first
+// mount), they are created and formatted together as one log of the
+// filesystem fsID: each under PATH.creating, all formatted and synced, then
+// renamed into place, so that a crash meanwhile leaves either no log (the
+// next mount starts over) or a complete one. A crash between two renames
+// leaves complete PATH.creating files beside the renamed ones; they are
+// renamed in here. A replica missing beside existing ones is refused: a
+// log's replica count is fixed when it is formatted. created reports
+// whether a new log was made.
+func prepareLog(cfg *config.Config, fsID [16]byte, log *logrus.Entry) (created bool, err error) {
+	reps := cfg.Log.Replicas
+	exists := make([]bool, len(reps))
+	some := false
+	for i, r := range reps {
+		_, err := os.Stat(r.Path)
+		switch {
+		case err == nil:
+			exists[i], some = true, true
+		case !os.IsNotExist(err):
+			return false, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
+		}
+	}
+	if some {
+		for i, r := range reps {
+			if exists[i] {
+				continue
+			}
+			tmp := r.Path + creatingSuffix
+			if _, err := os.Stat(tmp); err == nil {
+				if err := renameDurably(tmp, r.Path); err != nil {
+					return false, fmt.Errorf("log.replicas[%d]: %w", i, err)
+				}
+				log.WithField("replica", r.Path).Warn("completed the creation of a log replica interrupted by a crash")
+				continue
+			}
+			return false, fmt.Errorf("log.replicas[%d] %s does not exist, but the other replicas hold a log, whose replica count was fixed when it was formatted; restore the device, or run dcache format --yes to start a new log (records not yet destaged are lost)", i, r.Path)
+		}
+		return false, nil
+	}
+
+	devs := make([]device.Device, 0, len(reps))
+	defer func() { closeDevices(devs) }()
+	for i, r := range reps {
+		tmp := r.Path + creatingSuffix
+		if err := os.Remove(tmp); err != nil && !os.IsNotExist(err) {
+			return false, fmt.Errorf("log.replicas[%d]: remove %s left by an interrupted creation: %w", i, tmp, err)
+		}
+		d, err := openReplica(r, tmp, true)
+		if err != nil {
+			return false, fmt.Errorf("log.replicas[%d] %s: %w", i, r.Path, err)
+		}
+		devs = append(devs, d)
+	}
+	if err := logarea.Format(devs, fsID); err != nil {
+		return false, fmt.Errorf("log: format: %w", err)
+	}
+	closeDevices(devs)
+	devs = nil
+	for i, r := range reps {
+		if err := renameDurably(r.Path+creatingSuffix, r.Path); err != nil {
+			return false, fmt.Errorf("log.replicas[%d]: %w", i, err)
+		}
+		log.WithField("replica", r.Path).Info("created and formatted a log replica")
+	}
+	return true, nil
+}
+
+// renameDurably renames from to to and syncs the directory.
+func renameDurably(from, to string) error {
+	if err := os.Rename(from, to); err != nil {
+		return err
+	}
+	d, err := os.Open(filepath.Dir(to))
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("sync %s: %w", filepath.Dir(to), err)
+	}
+	return nil
 }
 
 func closeDevices(devs []device.Device) {
@@ -206,17 +295,11 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 	if created {
 		s.log.WithField("path", cfg.Backend.Path).Info("created a new backend")
 	}
-	var fresh []bool
-	if s.devs, fresh, err = openLogDevices(cfg); err != nil {
+	if _, err = prepareLog(cfg, s.be.ID(), s.log); err != nil {
 		return s, err
 	}
-	for i, d := range s.devs {
-		if fresh[i] {
-			if err = logarea.Format([]device.Device{d}, s.be.ID()); err != nil {
-				return s, fmt.Errorf("log.replicas[%d] %s: format: %w", i, d.Name(), err)
-			}
-			s.log.WithField("replica", d.Name()).Info("created and formatted a log replica")
-		}
+	if s.devs, err = openLogDevices(cfg, false); err != nil {
+		return s, err
 	}
 	s.wal, err = logarea.Open(s.devs, s.be.ID(), logConfig(cfg), logger.WithField("component", "logarea"))
 	if err != nil {
