@@ -9,13 +9,14 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/sirupsen/logrus"
 	"github.com/spf13/cobra"
 
 	"github.com/dcache/dcache/config"
 )
 
 func demoCmd() *cobra.Command {
-	var keep bool
+	var keep, verbose bool
 	var files int
 	var big config.Size = 256 << 20
 	cmd := &cobra.Command{
@@ -28,10 +29,11 @@ backend hold, unmount cleanly, mount again, verify every file's SHA-256 and
 print a short report. Exits 0 when everything matched.`,
 		Args: exactArgs(0, "no arguments"),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			return demo(cmd, keep, files, int64(big))
+			return demo(cmd, keep, verbose, files, int64(big))
 		},
 	}
 	cmd.Flags().BoolVar(&keep, "keep", false, "keep the temporary directory")
+	cmd.Flags().BoolVarP(&verbose, "verbose", "v", false, "show the daemon's log lines too")
 	cmd.Flags().IntVar(&files, "files", 2000, "number of small files")
 	cmd.Flags().Var(&sizeFlag{&big}, "big", "size of the large file")
 	addConfigFlags(cmd.Flags())
@@ -52,7 +54,7 @@ func (f *sizeFlag) Set(v string) error {
 	return nil
 }
 
-func demo(cmd *cobra.Command, keep bool, nfiles int, big int64) error {
+func demo(cmd *cobra.Command, keep, verbose bool, nfiles int, big int64) error {
 	tmp, err := os.MkdirTemp("", "dcache-demo-")
 	if err != nil {
 		return err
@@ -76,6 +78,11 @@ func demo(cmd *cobra.Command, keep bool, nfiles int, big int64) error {
 	logger, err := newLogger(cfg, os.Stderr)
 	if err != nil {
 		return err
+	}
+	if !verbose {
+		// The demo's own lines are the report; the daemon's lifecycle
+		// lines are for a real mount (or --verbose).
+		logger.SetLevel(logrus.WarnLevel)
 	}
 	say := func(format string, a ...any) { fmt.Printf("demo: "+format+"\n", a...) }
 	say("data dir %s, mount point %s", cfg.DataDir, mnt)
@@ -113,7 +120,7 @@ func demo(cmd *cobra.Command, keep bool, nfiles int, big int64) error {
 		small += int64(len(b))
 	}
 	el := time.Since(start)
-	say("wrote %d small files (%s) in %v: %.0f files/s", nfiles, config.Size(small), el.Round(time.Millisecond), float64(nfiles)/el.Seconds())
+	say("wrote %d small files (%s) in %v: %.0f files/s", nfiles, human(small), el.Round(time.Millisecond), float64(nfiles)/el.Seconds())
 
 	bigPath := filepath.Join(mnt, "big.bin")
 	start = time.Now()
@@ -123,7 +130,7 @@ func demo(cmd *cobra.Command, keep bool, nfiles int, big int64) error {
 	}
 	sums[bigPath] = sum
 	el = time.Since(start)
-	say("wrote %s in one file (with fsync) in %v: %.0f MiB/s", config.Size(big), el.Round(time.Millisecond), float64(big)/(1<<20)/el.Seconds())
+	say("wrote %s in one file (with fsync) in %v: %.0f MiB/s", human(big), el.Round(time.Millisecond), float64(big)/(1<<20)/el.Seconds())
 
 	showState(s, say)
 	start = time.Now()
@@ -159,7 +166,7 @@ func demo(cmd *cobra.Command, keep bool, nfiles int, big int64) error {
 		read += n
 	}
 	el = time.Since(start)
-	say("verified %d files (%s) after remount in %v: %.0f MiB/s from the backend", len(sums), config.Size(read), el.Round(time.Millisecond), float64(read)/(1<<20)/el.Seconds())
+	say("verified %d files (%s) after remount in %v: %.0f MiB/s from the backend", len(sums), human(read), el.Round(time.Millisecond), float64(read)/(1<<20)/el.Seconds())
 	showState(s, say)
 	s.unmount()
 	if err := s.teardown(); err != nil {
@@ -216,15 +223,29 @@ func sumFile(path string) ([32]byte, int64, error) {
 func showState(s *stack, say func(string, ...any)) {
 	ci := s.eng.Info()
 	say("cache: %s used of %s (%s dirty, %s clean), %d objects",
-		config.Size(ci.DirtyBytes+ci.CleanBytes), config.Size(ci.PoolBytes), config.Size(ci.DirtyBytes), config.Size(ci.CleanBytes), ci.Objects)
+		human(ci.DirtyBytes+ci.CleanBytes), human(ci.PoolBytes), human(ci.DirtyBytes), human(ci.CleanBytes), ci.Objects)
 	ls := s.wal.Stats()
 	for _, r := range ls.Replicas {
-		say("log replica %s: %s in use of %s (%v)", r.Name, config.Size(r.UsedBytes), config.Size(r.UsedBytes+r.FreeBytes), r.Health)
+		say("log replica %s: %s in use of %s (%v)", r.Name, human(r.UsedBytes), human(r.UsedBytes+r.FreeBytes), r.Health)
 	}
 	var segBytes int64
 	segs := s.be.Segments()
 	for _, sg := range segs {
 		segBytes += sg.Size
 	}
-	say("backend: %d segments, %s", len(segs), config.Size(segBytes))
+	say("backend: %d segments, %s", len(segs), human(segBytes))
+}
+
+// human prints a byte count for people: 1.5 GiB, 12.0 MiB, 512 B.
+func human(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n), -1
+	for v >= unit && i < 4 {
+		v /= unit
+		i++
+	}
+	return fmt.Sprintf("%.1f %ciB", v, "KMGTP"[i])
 }
