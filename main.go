@@ -51,6 +51,11 @@ func main() {
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
+	// A bad flag (an unknown one such as --cache.sise, or a bad value of a
+	// non-config flag) is a usage error like a bad config key: exit 2.
+	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
+		return &usageError{fmt.Sprintf("%s: %v (see %s --help)", cmd.Name(), err, cmd.CommandPath())}
+	})
 	root.AddCommand(mountCmd(), umountCmd(), formatCmd(), demoCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "dcache: %v\n", err)
