@@ -276,7 +276,9 @@ func (e *Engine) applyWriteLocked(m *mutation, lsn uint64) {
 	if end > in.Size {
 		in.Size = end
 	}
-	in.Mtime, in.Ctime = m.time, m.time
+	if m.flags&writeKeepTimes == 0 {
+		in.Mtime, in.Ctime = m.time, m.time
+	}
 	if m.flags&writeKillSuid != 0 {
 		in.Mode = killSuid(in.Mode)
 	}

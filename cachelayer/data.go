@@ -247,10 +247,8 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 // split (FUSE sends at most max_write, 1 MiB, at a time anyway).
 const maxWriteChunk = 1 << 20
 
-// Write writes data at off. killSuid asks for setuid/setgid to be cleared
-// (a write by someone without CAP_FSETID). sync makes the write durable
-// before returning (O_SYNC, O_DSYNC).
-func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, killSuidGid, sync bool) (int, error) {
+// Write writes data at off, as wo says.
+func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, wo WriteOpts) (int, error) {
 	if uint64(len(data)) > MaxFileSize || off+uint64(len(data)) > MaxFileSize {
 		return 0, ErrTooBig
 	}
@@ -258,7 +256,7 @@ func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, ki
 	done := 0
 	for done < len(data) {
 		n := min(len(data)-done, int(chunk-(off+uint64(done))%BlockSize))
-		if _, err := e.writeChunk(ctx, ino, off+uint64(done), data[done:done+n], killSuidGid, sync); err != nil {
+		if _, err := e.writeChunk(ctx, ino, off+uint64(done), data[done:done+n], wo); err != nil {
 			if done > 0 {
 				return done, nil
 			}
@@ -269,7 +267,7 @@ func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, ki
 	return done, nil
 }
 
-func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byte, killSuidGid, sync bool) (int, error) {
+func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byte, wo WriteOpts) (int, error) {
 	n := uint64(len(data))
 	if n == 0 {
 		return 0, nil
@@ -281,8 +279,11 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 	defer e.unreserve(blocks)
 	m := mutation{kind: mWrite, ino: ino, off: off, value: data, time: now()}
 	var flags uint8
-	if killSuidGid {
-		flags = writeKillSuid
+	if wo.KillSuidGid {
+		flags |= writeKillSuid
+	}
+	if wo.KeepTimes {
+		flags |= writeKeepTimes
 	}
 	m.flags = flags
 	rec := &LogRecord{Type: uint8(OpWrite), Flags: flags, Obj: uint64(ino), Off: off, Len: uint32(n), Payload: appendMutation(nil, &m)}
@@ -310,7 +311,7 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, err
 	}
 	e.stats.BytesWritten.Add(int64(n))
-	if sync && e.cfg.Sync != SyncAlways {
+	if wo.Sync && e.cfg.Sync != SyncAlways {
 		if err := e.wal.Sync(ctx, lsn); err != nil {
 			return 0, e.logErr(err)
 		}

@@ -24,7 +24,7 @@ func mustCreate(t testing.TB, e *Engine, parent Ino, name string, mode uint32) I
 
 func mustWrite(t testing.TB, e *Engine, ino Ino, off uint64, p []byte) {
 	t.Helper()
-	if n, err := e.Write(bg, ino, off, p, false, false); err != nil || n != len(p) {
+	if n, err := e.Write(bg, ino, off, p, WriteOpts{}); err != nil || n != len(p) {
 		t.Fatalf("write %d bytes at %d: n=%d err=%v", len(p), off, n, err)
 	}
 }
@@ -82,7 +82,7 @@ func TestNamespaceErrors(t *testing.T) {
 		{"rename noreplace", func() error { return e.Rename(bg, dir.Ino, "inner", RootIno, "f", RenameNoReplace) }, ErrExist},
 		{"exchange missing", func() error { return e.Rename(bg, RootIno, "f", RootIno, "nope", RenameExchange) }, ErrNotExist},
 		{"link dir", func() error { _, err := e.Link(bg, dir.Ino, RootIno, "dl"); return err }, ErrPerm},
-		{"write dir", func() error { _, err := e.Write(bg, dir.Ino, 0, []byte("x"), false, false); return err }, ErrIsDir},
+		{"write dir", func() error { _, err := e.Write(bg, dir.Ino, 0, []byte("x"), WriteOpts{}); return err }, ErrIsDir},
 		{"truncate dir", func() error { s := uint64(0); _, err := e.SetAttr(bg, dir.Ino, SetAttr{Size: &s}); return err }, ErrIsDir},
 		{"xattr create existing", func() error {
 			if err := e.SetXattr(bg, f.Ino, "user.a", []byte("1"), 0); err != nil {

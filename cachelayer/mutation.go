@@ -48,14 +48,15 @@ const (
 	mDelDirent mutKind = 4 // dirent.Parent, dirent.Name
 	mPutXattr  mutKind = 5 // ino, name, value
 	mDelXattr  mutKind = 6 // ino, name
-	mWrite     mutKind = 7 // ino, off, data, time; size = max(size, end); mtime = ctime = time
+	mWrite     mutKind = 7 // ino, off, data, time; size = max(size, end); mtime = ctime = time unless writeKeepTimes
 	mTruncate  mutKind = 8 // ino, off = new size: drop data past it, zero the tail of the last block
 	mPunch     mutKind = 9 // ino, off, n: zero the range (whole blocks are dropped)
 )
 
 // Write flags (the record header's flags for OpWrite).
 const (
-	writeKillSuid uint8 = 1 // clear setuid, and setgid if group-executable
+	writeKillSuid  uint8 = 1 // clear setuid, and setgid if group-executable
+	writeKeepTimes uint8 = 2 // leave mtime and ctime (the kernel sets them)
 )
 
 // mutation is one physical change. Which fields matter depends on kind.

@@ -163,6 +163,23 @@ type Caller struct {
 	Pid      uint32
 }
 
+// WriteOpts qualify a write.
+type WriteOpts struct {
+	// KillSuidGid clears setuid, and setgid when group-executable (a write
+	// by someone without CAP_FSETID).
+	KillSuidGid bool
+	// Sync makes the write durable before it returns (O_SYNC, O_DSYNC).
+	Sync bool
+	// KeepTimes leaves mtime and ctime alone: the caller keeps them and
+	// sets them itself. The kernel does so for FUSE's write-back cache: it
+	// stamps the times when the application writes and sends them with a
+	// setattr later, while the data may reach the engine much later, or
+	// after a time update the kernel skipped because the clock had not
+	// ticked; stamping the write's arrival then would leave the engine
+	// with times the kernel never showed.
+	KeepTimes bool
+}
+
 // SetAttr says which attributes to change; nil fields are left alone.
 type SetAttr struct {
 	Mode        *uint32 // permission bits (file type bits ignored)

@@ -66,7 +66,8 @@ func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 	// Writes from the kernel's page cache are made durable by the fsync the
 	// kernel sends for O_SYNC files; a direct O_SYNC write must wait here.
 	sync := in.WriteFlags&fuse.WRITE_CACHE == 0 && in.Flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0
-	n, err := f.eng.Write(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Offset, data, kill, sync)
+	wo := cachelayer.WriteOpts{KillSuidGid: kill, Sync: sync, KeepTimes: f.kernelTimes}
+	n, err := f.eng.Write(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Offset, data, wo)
 	if err != nil {
 		return 0, f.toStatus("write", err)
 	}

@@ -42,6 +42,13 @@ type FS struct {
 	opts Options
 	log  *logrus.Entry
 
+	// writeback says the mount asks for the kernel's write-back cache;
+	// kernelTimes that the kernel granted it, and so keeps the mtime and
+	// ctime of regular files on writes itself (set before serving, then
+	// read-only).
+	writeback   bool
+	kernelTimes bool
+
 	mu      sync.Mutex
 	dirs    map[uint64]*dirHandle
 	nextFh  uint64
@@ -63,8 +70,9 @@ func New(eng *cachelayer.Engine, opts Options, log *logrus.Entry) *FS {
 
 func (f *FS) String() string { return "dcache" }
 
-// Init is called once the kernel has connected.
+// Init is called once the kernel has connected, before any request.
 func (f *FS) Init(s *fuse.Server) {
+	f.kernelTimes = f.writeback && s.KernelSettings().Flags64()&fuse.CAP_WRITEBACK_CACHE != 0
 	f.mu.Lock()
 	f.server = s
 	f.mu.Unlock()

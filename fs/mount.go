@@ -70,9 +70,11 @@ func Mount(dir string, f *FS, mo MountOptions) (*fuse.Server, error) {
 	}
 	if mo.WritebackCache {
 		// The kernel's write-back cache: writes complete in the page cache
-		// and reach us in large batches.
+		// and reach us in large batches. The kernel then owns mtime and
+		// ctime of regular files (see FS.Init).
 		opts.ExtraCapabilities |= fuse.CAP_WRITEBACK_CACHE
 	}
+	f.writeback = mo.WritebackCache
 	if mo.Debug {
 		opts.Logger = log.New(f.log.WriterLevel(logrus.DebugLevel), "", 0)
 	}
