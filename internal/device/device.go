@@ -33,7 +33,9 @@ type Device interface {
 	// WriteAt writes len(p) bytes at off. The bytes are durable only after
 	// a later Sync returns nil.
 	WriteAt(p []byte, off int64) (int, error)
-	// Sync makes every WriteAt that completed before it durable.
+	// Sync makes every WriteAt that completed before it was called
+	// durable, also when other Syncs run at the same time (the log area
+	// overlaps syncs).
 	Sync() error
 	// Size is the number of usable bytes.
 	Size() int64

@@ -20,10 +20,15 @@ type Mmap struct {
 
 	// mu guards data and closed: ReadAt, WriteAt and Sync hold it shared,
 	// Close exclusively, so the mapping is never used after munmap.
-	// Lock order: mu before dirtyMu.
 	mu     sync.RWMutex
 	data   []byte
 	closed bool
+
+	// syncMu serializes Syncs: a Sync must not return while ranges an
+	// earlier, concurrent Sync took are still being flushed, or a write
+	// completed before it would not be durable yet.
+	// Lock order: mu, syncMu, dirtyMu.
+	syncMu sync.Mutex
 
 	dirtyMu sync.Mutex // guards dirty
 	dirty   []span     // page-aligned ranges written since the last Sync
@@ -124,6 +129,8 @@ func (m *Mmap) Sync() error {
 	if m.closed {
 		return ErrClosed
 	}
+	m.syncMu.Lock()
+	defer m.syncMu.Unlock()
 	m.dirtyMu.Lock()
 	spans := m.dirty
 	m.dirty = nil
