@@ -319,7 +319,7 @@ func (l *Log) writer() {
 				l.mu.Unlock()
 				return
 			}
-			if l.failErr == nil && (len(l.cur) > 0 || l.metaDirty || l.needSyncLocked()) {
+			if l.failErr == nil && (l.writeNowLocked() || l.metaDirty || l.needSyncLocked()) {
 				break
 			}
 			if l.closing && l.syncsInFlight == 0 && l.durableLSN == l.nextLSN-1 && len(l.cur) == 0 {
@@ -338,8 +338,8 @@ func (l *Log) writer() {
 			l.recordFailures()
 			continue
 		}
-		if len(l.cur) == 0 {
-			// Everything is written; a Sync waits: start a device sync.
+		if !l.writeNowLocked() {
+			// Everything a Sync waits for is written: start a device sync.
 			l.startSyncLocked()
 			l.mu.Unlock()
 			continue
@@ -372,9 +372,21 @@ func (l *Log) writer() {
 			if l.needSyncLocked() {
 				l.startSyncLocked()
 			}
+			l.notifyLocked() // for waiters on written records (Stats, tests)
 		}
 		l.mu.Unlock()
 	}
+}
+
+// writeNowLocked reports whether the writer should write what is
+// committed now. It does unless every sync slot is busy and a Sync waits:
+// then the records gather until a slot frees and go in one write with the
+// sync that follows, instead of one write each.
+func (l *Log) writeNowLocked() bool {
+	if len(l.cur) == 0 {
+		return false
+	}
+	return l.syncsInFlight < maxSyncsInFlight || (l.syncWanted <= l.syncIssued && !l.closing)
 }
 
 // needSyncLocked reports whether a device sync should start now: a Sync
