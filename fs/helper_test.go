@@ -188,7 +188,10 @@ func user(uid, gid uint32, groups ...uint32) *cred {
 func (h *helper) run(c *cred, action string, args ...string) (syscall.Errno, string) {
 	h.t.Helper()
 	cmd := exec.Command(h.bin, append([]string{"-test.run=^TestHelperProcess$", "--"}, args...)...)
-	cmd.Env = append(os.Environ(), helperEnv+"="+action)
+	// A race-enabled binary sleeps a second before exiting unless told
+	// not to; the helper's races would still be reported.
+	gorace := strings.TrimSpace(os.Getenv("GORACE") + " atexit_sleep_ms=0")
+	cmd.Env = append(os.Environ(), helperEnv+"="+action, "GORACE="+gorace)
 	cmd.Dir = "/"
 	if c != nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: c}
