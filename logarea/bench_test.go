@@ -187,7 +187,10 @@ func benchAppend(b *testing.B, writers int, doSync bool) {
 	st := l.Stats()
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "ops/s")
 	if st.Batches > 0 {
-		b.ReportMetric(st.AvgBatch, "recs/batch")
+		b.ReportMetric(st.AvgBatch, "recs/write")
+	}
+	if st.SyncRounds > 0 {
+		b.ReportMetric(st.AvgGroup, "recs/sync")
 	}
 	if err := l.Close(); err != nil {
 		b.Fatal(err)

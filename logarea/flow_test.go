@@ -216,10 +216,11 @@ func TestGroupCommit(t *testing.T) {
 				t.Errorf("%d replicas: replica %d: %d device syncs for %d Syncs", replicas, i, syncs-before, workers*each)
 			}
 		}
-		if st.MaxBatch < 2 || st.Records != workers*each || st.SyncRounds >= workers*each {
-			t.Errorf("%d replicas: max batch %d, records %d, sync rounds %d", replicas, st.MaxBatch, st.Records, st.SyncRounds)
+		if st.MaxGroup < 2 || st.Records != workers*each || st.SyncRounds >= workers*each {
+			t.Errorf("%d replicas: max group %d, records %d, sync rounds %d", replicas, st.MaxGroup, st.Records, st.SyncRounds)
 		}
-		t.Logf("%d replicas: %d Syncs served by %d sync rounds, avg batch %.1f, max %d", replicas, workers*each, st.SyncRounds, st.AvgBatch, st.MaxBatch)
+		t.Logf("%d replicas: %d Syncs served by %d sync rounds (avg %.1f records, max %d) and %d writes (avg %.1f records)",
+			replicas, workers*each, st.SyncRounds, st.AvgGroup, st.MaxGroup, st.Batches, st.AvgBatch)
 		if err := l.Close(); err != nil {
 			t.Fatal(err)
 		}

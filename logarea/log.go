@@ -73,13 +73,15 @@ type Log struct {
 
 // counters are the log-wide statistics (guarded by Log.mu).
 type counters struct {
-	records   int64
-	batches   int64
-	maxBatch  int64
-	syncs     int64 // device sync rounds (each syncs every healthy replica)
-	bytesIn   int64 // payload bytes given to Reserve
-	bytesOut  int64 // record bytes committed (after compression)
-	compessed int64 // records stored compressed
+	records  int64
+	batches  int64
+	maxBatch int64
+	syncs    int64 // device sync rounds (each syncs every healthy replica)
+	// records made durable by sync rounds, and the most by one round
+	syncedRecords, maxGroup int64
+	bytesIn                 int64 // payload bytes given to Reserve
+	bytesOut                int64 // record bytes committed (after compression)
+	compessed               int64 // records stored compressed
 }
 
 type waiter struct {

@@ -41,9 +41,11 @@ type Stats struct {
 	PayloadBytes int64   // payload bytes given to Commit
 	StoredBytes  int64   // record bytes in the log (headers, padding, compression)
 	Batches      int64   // device write rounds
-	AvgBatch     float64 // records per write round (group commit size)
+	AvgBatch     float64 // records per write round
 	MaxBatch     int64
-	SyncRounds   int64 // write rounds that synced
+	SyncRounds   int64   // device sync rounds (one sync per healthy replica each)
+	AvgGroup     float64 // records made durable per sync round (group commit size)
+	MaxGroup     int64
 
 	Writes       int64 // device writes, all replicas
 	Syncs        int64 // device syncs, all replicas
@@ -64,6 +66,10 @@ func (l *Log) Stats() Stats {
 	s.FreeBytes = s.AreaBytes - s.UsedBytes - s.ReservedBytes
 	if s.Batches > 0 {
 		s.AvgBatch = float64(s.Records) / float64(s.Batches)
+	}
+	s.MaxGroup = l.st.maxGroup
+	if s.SyncRounds > 0 {
+		s.AvgGroup = float64(l.st.syncedRecords) / float64(s.SyncRounds)
 	}
 	if l.failErr != nil {
 		s.Error = l.failErr.Error()

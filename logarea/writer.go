@@ -436,6 +436,9 @@ func (l *Log) startSyncLocked() {
 		if l.failErr == nil {
 			l.st.syncs++
 			if target > l.durableLSN {
+				n := int64(target - l.durableLSN)
+				l.st.syncedRecords += n
+				l.st.maxGroup = max(l.st.maxGroup, n)
 				l.durableLSN = target
 			}
 			for i, r := range reps {
