@@ -11,6 +11,8 @@
 //	last, err := l.Replay(checkpointLSN, fn) // once, before appending
 //	e, err := l.Reserve(ctx, rec)            // outside the engine's lock; waits for room
 //	lsn, err := l.Commit(e)                  // under the engine's lock; no I/O
+//	e, err = l.ReserveSize(ctx, maxPayload)  // room only; the record is built later
+//	lsn, err = l.CommitRecord(e, rec)        // under the engine's lock
 //	err = l.Sync(ctx, lsn)                   // group commit
 //	err = l.Trim(lsn)                        // after destage made lsn's effects durable
 //	err = l.Close()
@@ -23,8 +25,11 @@
 // with an I/O error stops being written (and is recorded as failed in the
 // survivors' metadata); below the quorum the log fails and every later
 // Commit, Sync and Reserve returns ErrQuorumLost. Records are written by a
-// background goroutine as soon as they are committed; Sync adds the
-// device sync. The room of trimmed records is reused only after the new
+// background goroutine as soon as they are committed; Sync adds a device
+// sync, shared by every Sync that waits meanwhile (group commit), with up
+// to two syncs overlapping. An Entry holds room until Commit or Cancel: an
+// engine must not wait for a second reservation while holding one, or a
+// full log can wait on itself. The room of trimmed records is reused only after the new
 // tail is synced in the superblocks of every healthy replica.
 //
 // All replicas have the same record area size and hold every record at the
