@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -35,6 +37,7 @@ func addConfigFlags(fl *pflag.FlagSet) {
 func mountCmd() *cobra.Command {
 	var detach bool
 	var readyFd int
+	var pprofAddr string
 	cmd := &cobra.Command{
 		Use:   "mount [--config FILE] [-d] MOUNTPOINT",
 		Short: "Mount a dcache filesystem (in the foreground unless -d)",
@@ -53,14 +56,28 @@ running; it logs to DATA_DIR/dcache.log. "dcache umount MOUNTPOINT" stops it.`,
 			if detach {
 				return startDetached(cfg, args[0])
 			}
+			if pprofAddr != "" {
+				startPprof(pprofAddr)
+			}
 			return runMount(cfg, args[0], readyFd)
 		},
 	}
 	cmd.Flags().BoolVarP(&detach, "detach", "d", false, "run in the background once mounted")
 	cmd.Flags().IntVar(&readyFd, "ready-fd", -1, "file descriptor to report readiness on (used by -d)")
 	cmd.Flags().MarkHidden("ready-fd")
+	cmd.Flags().StringVar(&pprofAddr, "pprof", "", "serve Go's profiler on this address (for example 127.0.0.1:6060)")
 	addConfigFlags(cmd.Flags())
 	return cmd
+}
+
+// startPprof serves net/http/pprof for profiling a live daemon.
+func startPprof(addr string) {
+	mux := http.NewServeMux()
+	mux.HandleFunc("/debug/pprof/", pprof.Index)
+	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
+	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	go http.ListenAndServe(addr, mux)
 }
 
 // runMount mounts and serves until a signal or an unmount.

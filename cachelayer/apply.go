@@ -102,8 +102,9 @@ func (e *Engine) pageOfLocked(ino Ino, blk uint64) uint32 {
 }
 
 // allocPageLocked takes a free page or evicts the least recently used clean
-// one. The caller made sure one is available (pool.available() > 0).
-func (e *Engine) allocPageLocked(ino Ino, blk uint64, s pageState) uint32 {
+// one. The caller made sure one is available (pool.available() > 0). The
+// page is zero-filled unless whole says the caller overwrites all of it.
+func (e *Engine) allocPageLocked(ino Ino, blk uint64, s pageState, whole bool) uint32 {
 	i, ok := e.pool.takeFree()
 	if !ok {
 		v := e.pool.oldestClean()
@@ -116,7 +117,7 @@ func (e *Engine) allocPageLocked(ino Ino, blk uint64, s pageState) uint32 {
 		e.stats.Evictions.Add(1)
 		i, _ = e.pool.takeFree()
 	}
-	e.pool.assign(i, ino, blk, s)
+	e.pool.assign(i, ino, blk, s, whole)
 	e.pages.Set(pageRef{Ino: ino, Blk: blk, Page: i, Dirty: s == pageDirty})
 	return i
 }
@@ -264,7 +265,7 @@ func (e *Engine) applyWriteLocked(m *mutation, lsn uint64) {
 			if _, ext := e.st.extentAt(m.ino, blk*BlockSize); !ext {
 				in.Blocks++
 			}
-			p := e.allocPageLocked(m.ino, blk, pageClean)
+			p := e.allocPageLocked(m.ino, blk, pageClean, c == BlockSize)
 			r = pageRef{Ino: m.ino, Blk: blk, Page: p}
 			e.markDirtyLocked(r, lsn)
 		}

@@ -91,6 +91,11 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 	}
 }
 
+// payloadBufs recycles write-record payloads (up to a chunk plus its
+// header): the log copies a record into its own buffer when it is
+// committed, so the payload is free again once the op returns.
+var payloadBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteChunk+256); return &b }}
+
 // recordBufs recycles record-sized read buffers.
 var recordBufs = sync.Pool{New: func() any { b := make([]byte, MaxRecord); return &b }}
 
@@ -195,7 +200,7 @@ func (e *Engine) cacheRecordLocked(ino Ino, a backend.Addr, rec []byte) {
 			if e.pool.available() == 0 {
 				return
 			}
-			p := e.allocPageLocked(ino, b, pageClean)
+			p := e.allocPageLocked(ino, b, pageClean, true)
 			at := uint64(x.Skip) + (b*BlockSize - x.Off)
 			copy(e.pool.data(p), rec[at:at+BlockSize])
 		}
@@ -286,7 +291,10 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		flags |= writeKeepTimes
 	}
 	m.flags = flags
-	rec := &LogRecord{Type: uint8(OpWrite), Flags: flags, Obj: uint64(ino), Off: off, Len: uint32(n), Payload: appendMutation(nil, &m)}
+	bp := payloadBufs.Get().(*[]byte)
+	*bp = appendMutation((*bp)[:0], &m)
+	defer payloadBufs.Put(bp) // the log copies the record at Commit
+	rec := &LogRecord{Type: uint8(OpWrite), Flags: flags, Obj: uint64(ino), Off: off, Len: uint32(n), Payload: *bp}
 	lsn, err := e.run(ctx, 0, rec, func() (*txn, error) {
 		in, ok := e.st.inode(ino)
 		if !ok {

@@ -213,7 +213,7 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 			data []byte
 		}
 		var stage []staged
-		stageBuf := make([]byte, 0, min(batch, (len(picks)-i)*BlockSize))
+		stageBuf := e.stageBuf[:0]
 		e.mu.Lock()
 		for ; i < len(picks) && len(stageBuf) < batch; i++ {
 			k := picks[i]
@@ -229,6 +229,7 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 		}
 		copyLSN = e.lastLSN
 		e.mu.Unlock()
+		e.stageBuf = stageBuf[:0] // keep the grown buffer for the next batch and round
 		for _, s := range stage {
 			if cur != nil && (s.k.ino != cur.ino || s.k.blk != cur.blk+uint64(len(cur.pages)) || len(buf) >= MaxRecord) {
 				if err := flush(); err != nil {

@@ -134,6 +134,7 @@ type Engine struct {
 	log *logrus.Entry
 
 	destageMu sync.Mutex // one destage round at a time; before mu
+	stageBuf  []byte     // destage's copy of pages (under destageMu)
 
 	mu          sync.Mutex
 	st          meta

@@ -65,6 +65,15 @@ func newPool(bytes int64) (*pool, error) {
 	if err != nil {
 		return nil, fmt.Errorf("cachelayer: map %d bytes of page cache: %w", n*BlockSize, err)
 	}
+	// Huge pages where the kernel allows them (advisory), then fault the
+	// whole pool in now: the cache takes its memory up front, like a
+	// database's buffer pool, instead of paying a page fault inside the
+	// first write to every page (measured: half the daemon's CPU while a
+	// fresh cache fills).
+	_ = syscall.Madvise(mem, 14 /* MADV_HUGEPAGE */)
+	for off := 0; off < len(mem); off += 4096 {
+		mem[off] = 0
+	}
 	p := &pool{mem: mem, meta: make([]pageMeta, n), free: make([]uint32, 0, n), lruOld: -1, lruNew: -1}
 	for i := n - 1; i >= 0; i-- {
 		p.free = append(p.free, uint32(i))
@@ -104,13 +113,18 @@ func (p *pool) takeFree() (uint32, bool) {
 // oldestClean is the eviction candidate, or -1.
 func (p *pool) oldestClean() int32 { return p.lruOld }
 
-// assign gives a free page an owner in state s, zero-filled.
-func (p *pool) assign(i uint32, ino Ino, blk uint64, s pageState) {
+// assign gives a free page an owner in state s. Unless the caller is about
+// to overwrite all of it (whole), it is zero-filled; a page never used
+// before is zero already (fresh anonymous memory), and clearing it would
+// only fault it in early.
+func (p *pool) assign(i uint32, ino Ino, blk uint64, s pageState, whole bool) {
 	m := &p.meta[i]
+	if !whole && m.seq != 0 {
+		clear(p.data(i))
+	}
 	m.ino, m.blk, m.ver, m.dirtyLSN, m.dirtyAt = ino, blk, 0, 0, 0
 	m.seq++
 	m.state = pageFree
-	clear(p.data(i))
 	p.setState(i, s)
 }
 
