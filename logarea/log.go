@@ -111,7 +111,12 @@ func Format(devs []device.Device, fsID [16]byte) error {
 	}
 	areaSize := uint64(1) << 63
 	var errs []error
-	for _, d := range devs {
+	for i, d := range devs {
+		for _, other := range devs[:i] {
+			if other == d {
+				errs = append(errs, fmt.Errorf("%w: %s given twice", ErrBadConfig, d.Name()))
+			}
+		}
 		if d.Size() < MinSize(Config{}) {
 			errs = append(errs, fmt.Errorf("%w: %s has %d bytes, a log needs at least %d", ErrTooSmall, d.Name(), d.Size(), MinSize(Config{})))
 			continue

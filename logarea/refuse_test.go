@@ -124,6 +124,10 @@ func TestFormatAndConfigErrors(t *testing.T) {
 	if !errors.Is(err, ErrTooSmall) || strings.Count(err.Error(), "too small") != 2 {
 		t.Errorf("Format of small devices = %v, want both reported", err)
 	}
+	twice := device.NewMem(MinSize(Config{}))
+	if err := Format([]device.Device{twice, twice}, testFS); !errors.Is(err, ErrBadConfig) {
+		t.Errorf("Format of one device twice = %v", err)
+	}
 	if err := Format([]device.Device{device.NewMem(MinSize(Config{}))}, testFS); err != nil {
 		t.Errorf("Format at MinSize: %v", err)
 	}

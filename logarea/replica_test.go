@@ -54,8 +54,12 @@ func TestReplicaFailure(t *testing.T) {
 		quorum   Quorum
 		failing  []int
 		vanish   bool
-		lost     bool // the quorum is lost
+		short    bool  // short writes instead of errors
+		errno    error // instead of EIO
+		lost     bool  // the quorum is lost
 	}{
+		{name: "majority of 3, one short-writes", replicas: 3, quorum: QuorumMajority, failing: []int{0}, short: true},
+		{name: "majority of 3, one ENOSPC", replicas: 3, quorum: QuorumMajority, failing: []int{1}, errno: syscall.ENOSPC},
 		{name: "majority of 3, one EIO", replicas: 3, quorum: QuorumMajority, failing: []int{1}},
 		{name: "majority of 3, one vanishes", replicas: 3, quorum: QuorumMajority, failing: []int{2}, vanish: true},
 		{name: "majority of 3, two EIO", replicas: 3, quorum: QuorumMajority, failing: []int{0, 2}, lost: true},
@@ -70,9 +74,24 @@ func TestReplicaFailure(t *testing.T) {
 			switches := make([]*device.Switch, tc.replicas)
 			devs := make([]device.Device, tc.replicas)
 			for i := range devs {
-				switches[i] = device.NewSwitch(device.OpWrite|device.OpSync, syscall.EIO)
-				if tc.vanish {
+				errno := error(syscall.EIO)
+				if tc.errno != nil {
+					errno = tc.errno
+				}
+				switches[i] = device.NewSwitch(device.OpWrite|device.OpSync, errno)
+				switch {
+				case tc.vanish:
 					switches[i] = device.Vanish()
+				case tc.short:
+					sw := device.NewSwitch(0, nil) // a flag only
+					switches[i] = sw
+					devs[i] = device.NewFaulty(inner[i], device.InjectorFunc(func(op device.Op) device.Fault {
+						if sw.On() && op.Kind == device.OpWrite {
+							return device.Fault{ShortWrite: true, N: op.Len / 2}
+						}
+						return device.Fault{}
+					}))
+					continue
 				}
 				devs[i] = device.NewFaulty(inner[i], switches[i])
 			}
@@ -114,6 +133,12 @@ func TestReplicaFailure(t *testing.T) {
 					if rs := st.Replicas[i]; rs.Health != HealthFailed || rs.LastError == "" {
 						t.Errorf("replica %d: health %v, last error %q", i, rs.Health, rs.LastError)
 					}
+				}
+				if tc.short && !strings.Contains(st.Replicas[tc.failing[0]].LastError, "short write") {
+					t.Errorf("last error %q", st.Replicas[tc.failing[0]].LastError)
+				}
+				if tc.errno != nil && !strings.Contains(st.Replicas[tc.failing[0]].LastError, tc.errno.Error()) {
+					t.Errorf("last error %q", st.Replicas[tc.failing[0]].LastError)
 				}
 				if err := l.Close(); err != nil {
 					t.Fatal(err)
