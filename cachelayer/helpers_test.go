@@ -30,7 +30,10 @@ type memRec struct {
 	rec LogRecord
 }
 
-type memEntry struct{ rec LogRecord }
+type memEntry struct {
+	rec  LogRecord
+	room int // ReserveSpace's bound on the payload
+}
 
 func (w *memWAL) Reserve(ctx context.Context, rec LogRecord) (WALEntry, error) {
 	rec.Payload = append([]byte(nil), rec.Payload...)
@@ -38,7 +41,7 @@ func (w *memWAL) Reserve(ctx context.Context, rec LogRecord) (WALEntry, error) {
 }
 
 func (w *memWAL) ReserveSpace(ctx context.Context, maxPayload int) (WALEntry, error) {
-	return &memEntry{}, nil
+	return &memEntry{room: maxPayload}, nil
 }
 
 func (w *memWAL) Commit(e WALEntry, rec *LogRecord) (uint64, error) {
@@ -49,6 +52,10 @@ func (w *memWAL) Commit(e WALEntry, rec *LogRecord) (uint64, error) {
 	}
 	r := e.(*memEntry).rec
 	if rec != nil {
+		// As the real log: a record must fit the room reserved for it.
+		if room := e.(*memEntry).room; len(rec.Payload) > room {
+			return 0, fmt.Errorf("memWAL: %d-byte payload in the room of %d bytes", len(rec.Payload), room)
+		}
 		r = *rec
 		r.Payload = append([]byte(nil), rec.Payload...)
 	}

@@ -15,6 +15,11 @@ const (
 // MaxXattrName is the longest xattr name.
 const MaxXattrName = 255
 
+// xattrRecordRoom is the log room an xattr op needs besides the name and
+// value: the encodings' overhead and the object's inode, which carries a
+// symlink's target.
+const xattrRecordRoom = 1024 + MaxSymlinkLen
+
 // GetXattr returns the value of attribute name.
 func (e *Engine) GetXattr(ino Ino, name string) ([]byte, error) {
 	e.mu.Lock()
@@ -56,7 +61,7 @@ func (e *Engine) SetXattr(ctx context.Context, ino Ino, name string, value []byt
 		return ErrInvalid
 	}
 	v := append([]byte(nil), value...)
-	_, err := e.run(ctx, len(name)+len(v)+1024, nil, func() (*txn, error) {
+	_, err := e.run(ctx, len(name)+len(v)+xattrRecordRoom, nil, func() (*txn, error) {
 		b := e.newBuilder(OpSetxattr, ino)
 		in, ok := b.get(ino)
 		if !ok {
@@ -82,7 +87,7 @@ func (e *Engine) RemoveXattr(ctx context.Context, ino Ino, name string) error {
 	if name == "" || len(name) > MaxXattrName {
 		return ErrRange
 	}
-	_, err := e.run(ctx, len(name)+1024, nil, func() (*txn, error) {
+	_, err := e.run(ctx, len(name)+xattrRecordRoom, nil, func() (*txn, error) {
 		b := e.newBuilder(OpRemovexattr, ino)
 		in, ok := b.get(ino)
 		if !ok {
