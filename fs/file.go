@@ -74,9 +74,11 @@ func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 	return uint32(n), fuse.OK
 }
 
-// Flush (close) needs nothing: the kernel wrote its dirty pages back before
-// sending it, and durability is fsync's business.
-func (f *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.OK }
+// Flush (close) has nothing to do here: the kernel writes its dirty pages
+// back before it would send FLUSH, durability is fsync's business and locks
+// are the kernel's. Answering ENOSYS is FUSE's way to say so once: the
+// kernel then stops sending FLUSH, which saves a round trip on every close.
+func (f *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
 
 func (f *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
 	return f.toStatus("fsync", f.eng.Sync(cancelCtx(cancel)))
