@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"math/rand/v2"
+	"runtime"
 	"sync"
 	"testing"
 
@@ -49,7 +50,32 @@ func TestCrashRecovery(t *testing.T) {
 			committed := map[LSN]Record{}
 			var checkpoint, synced LSN // highest Trim asked for; highest LSN known durable
 			torn, wrapped, laps := 0, false, 0.0
+			crashedOpens := 0
 			for round := range tc.rounds {
+				if rng.IntN(4) == 0 {
+					// Power loss while Open repairs replicas and starts its
+					// epoch: nothing durable may be lost by that either.
+					done := make(chan *Log, 1)
+					go func() {
+						l, err := Open(asDevs(), testFS, cfg, nil)
+						if err != nil {
+							t.Errorf("round %d: Open before the crash: %v", round, err)
+						}
+						done <- l
+					}()
+					for range rng.IntN(200) {
+						runtime.Gosched()
+					}
+					crashed := make([]*device.Crashable, len(devs))
+					for i, c := range devs {
+						crashed[i] = c.Crash(rng)
+					}
+					if l := <-done; l != nil {
+						l.Close()
+					}
+					devs = crashed
+					crashedOpens++
+				}
 				tl := newTestLog()
 				l, err := Open(asDevs(), testFS, cfg, tl.entry)
 				if err != nil {
@@ -130,7 +156,7 @@ func TestCrashRecovery(t *testing.T) {
 				trimWG.Wait()
 				l.Close()
 			}
-			t.Logf("%d rounds: %.1f laps around the area, %d torn tails", tc.rounds, laps, torn)
+			t.Logf("%d rounds (%d crashes during Open): %.1f laps around the area, %d torn tails", tc.rounds, crashedOpens, laps, torn)
 			if torn == 0 || !wrapped {
 				t.Errorf("the rounds saw %d torn tails and wrapped=%v: the test lost its teeth", torn, wrapped)
 			}
