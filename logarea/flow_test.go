@@ -533,3 +533,34 @@ func TestReserveSize(t *testing.T) {
 		t.Fatalf("replayed %+v", got)
 	}
 }
+
+// TestTrimDuringReplay: the engine may destage, and so trim, from inside
+// the replay callback.
+func TestTrimDuringReplay(t *testing.T) {
+	devs := mems(1, testSize)
+	mustFormat(t, devs)
+	l := mustOpen(t, devs, Config{}, nil)
+	if err := appendSynced(t, l, 1, 20); err != nil {
+		t.Fatal(err)
+	}
+	l.Close()
+	l = mustOpen(t, devs, Config{}, nil)
+	defer l.Close()
+	n := 0
+	last, err := l.Replay(0, func(lsn LSN, r Record) error {
+		n++
+		if !equalRecord(r, fixedRecord(uint64(lsn))) {
+			t.Fatalf("lsn %d differs", lsn)
+		}
+		if lsn%5 == 0 {
+			return l.Trim(lsn - 1)
+		}
+		return nil
+	})
+	if err != nil || last != 20 || n != 20 {
+		t.Fatalf("Replay = %d, %v after %d records", last, err, n)
+	}
+	if st := l.Stats(); st.TailLSN != 20 {
+		t.Errorf("tail %d, want 20", st.TailLSN)
+	}
+}

@@ -12,14 +12,15 @@ import (
 // payloads are only valid during the call to fn. It is called once, after
 // Open and before the first Reserve.
 //
+// fn may call the Log (Trim, for instance, when the engine destages while
+// it recovers); no lock of the Log is held during the call.
+//
 // after is the LSN the engine's checkpoint covers. When it is below the
 // log's tail minus one, records the engine needs were trimmed and Replay
 // fails. When it is at or past the log's end (the checkpoint is newer than
 // the log), the log moves its tail and next LSN past after, durably, so LSNs
 // stay increasing for the engine.
 func (l *Log) Replay(after LSN, fn func(LSN, Record) error) (LSN, error) {
-	l.sbMu.Lock()
-	defer l.sbMu.Unlock()
 	l.mu.Lock()
 	if l.replayed || l.appended {
 		l.mu.Unlock()
@@ -106,6 +107,8 @@ func (l *Log) Replay(after LSN, fn func(LSN, Record) error) (LSN, error) {
 // all covered by the engine's checkpoint, so the tail moves to after+1 at
 // the head, durably, and the next record gets LSN after+1.
 func (l *Log) jump(after LSN, head uint64) (LSN, error) {
+	l.sbMu.Lock()
+	defer l.sbMu.Unlock()
 	if err := l.writeSuperblocks(after+1, head, after+1, head, 0); err != nil {
 		return 0, err
 	}
