@@ -14,6 +14,7 @@ import (
 type probe struct {
 	dev   device.Device
 	sb    superblock
+	hasSB bool // sb was read from an intact slot
 	meta  meta
 	hasMD bool
 	err   error // the device cannot be used (I/O error, damaged superblocks)
@@ -183,6 +184,7 @@ func (p *probe) readSuperblock() error {
 	if empty == 2 {
 		return fmt.Errorf("%w: %s has no log superblock", ErrNotFormatted, p.dev.Name())
 	}
+	p.hasSB = found
 	if !found {
 		return &CorruptionError{Device: p.dev.Name(), Offset: 0, Reason: fmt.Sprintf("both superblock slots damaged (%v)", why)}
 	}
@@ -223,8 +225,8 @@ func (l *Log) reconcile(probes []*probe) error {
 	var tailLSN LSN
 	var tailPos uint64
 	for _, p := range probes {
-		if p.err != nil && p.scan == nil && p.sb.nonce == 0 {
-			continue // no superblock was read
+		if !p.hasSB {
+			continue
 		}
 		maxEpoch = max(maxEpoch, p.sb.epoch)
 		if p.sb.tailLSN > tailLSN {
