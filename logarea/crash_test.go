@@ -27,7 +27,7 @@ func TestCrashRecovery(t *testing.T) {
 		compress bool
 		rounds   int
 	}{
-		{1, QuorumAll, true, 100},
+		{1, QuorumAll, true, 70},
 		{2, QuorumAll, false, 40},
 		{3, QuorumMajority, true, 30},
 	} {

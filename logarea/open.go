@@ -141,7 +141,6 @@ func Open(devs []device.Device, fsID [16]byte, cfg Config, log *logrus.Entry) (*
 		return nil, err
 	}
 	l.cur = make([]byte, 0, l.bufSize)
-	l.spare = make([]byte, 0, l.bufSize)
 	l.curPos, l.curFirst = l.head, l.nextLSN
 	l.writtenLSN, l.durableLSN, l.syncIssued = l.nextLSN-1, l.nextLSN-1, l.nextLSN-1
 	for _, r := range l.replicas {

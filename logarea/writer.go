@@ -345,6 +345,9 @@ func (l *Log) writer() {
 			continue
 		}
 		b := batch{buf: l.cur, pos: l.curPos, first: l.curFirst, last: l.nextLSN - 1}
+		if l.spare == nil {
+			l.spare = make([]byte, 0, l.bufSize) // the second buffer, on first use
+		}
 		l.cur, l.spare = l.spare, nil
 		l.curPos, l.curFirst = l.head, l.nextLSN
 		l.grantLocked() // the new buffer is empty
