@@ -46,8 +46,13 @@ func (a area) writeAt(p []byte, pos uint64) error {
 // physical is the device offset of logical position pos.
 func (a area) physical(pos uint64) int64 { return a.off + int64(pos%a.size) }
 
-// readChunk is how much an areaReader reads at once; it holds any record.
-const readChunk = 4 << 20
+// readChunk is the most an areaReader reads at once; it holds any record.
+// It starts with firstChunk and doubles with each refill, so that opening
+// a log with little in it reads little.
+const (
+	readChunk  = 4 << 20
+	firstChunk = 128 << 10
+)
 
 // areaReader reads an area sequentially in large chunks, so scanning and
 // replay cost one device read per few MiB, not one per record.
@@ -56,6 +61,7 @@ type areaReader struct {
 	buf   []byte
 	start uint64 // logical position of buf[0]
 	n     int    // valid bytes in buf
+	chunk int    // size of the next refill
 }
 
 func newAreaReader(a area) *areaReader {
@@ -69,8 +75,12 @@ func (r *areaReader) peek(pos uint64, n int) ([]byte, error) {
 		off := pos - r.start
 		return r.buf[off : off+uint64(n)], nil
 	}
-	size := uint64(max(n, readChunk))
+	if r.chunk == 0 {
+		r.chunk = firstChunk
+	}
+	size := uint64(max(n, r.chunk))
 	size = min(size, r.size)
+	r.chunk = min(2*r.chunk, readChunk)
 	if uint64(n) > size {
 		return nil, fmt.Errorf("logarea: read of %d bytes over a %d-byte area", n, r.size)
 	}
