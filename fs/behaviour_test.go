@@ -3,6 +3,7 @@ package fs
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"slices"
@@ -944,14 +945,23 @@ func mapKeys[V any](m map[string]V) func(func(string) bool) {
 // xattrs returns all extended attributes of path (not following symlinks).
 func xattrs(t testing.TB, path string) map[string][]byte {
 	t.Helper()
+	m, err := readXattrs(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// readXattrs returns all extended attributes of path (not following
+// symlinks).
+func readXattrs(path string) (map[string][]byte, error) {
 	n, err := unix.Llistxattr(path, nil)
 	if err != nil {
-		t.Fatalf("listxattr %s: %v", path, err)
+		return nil, fmt.Errorf("listxattr %s: %w", path, err)
 	}
 	buf := make([]byte, n)
-	n, err = unix.Llistxattr(path, buf)
-	if err != nil {
-		t.Fatalf("listxattr %s: %v", path, err)
+	if n, err = unix.Llistxattr(path, buf); err != nil {
+		return nil, fmt.Errorf("listxattr %s: %w", path, err)
 	}
 	out := map[string][]byte{}
 	for _, name := range strings.Split(string(buf[:n]), "\x00") {
@@ -960,16 +970,15 @@ func xattrs(t testing.TB, path string) map[string][]byte {
 		}
 		sz, err := unix.Lgetxattr(path, name, nil)
 		if err != nil {
-			t.Fatalf("getxattr %s %s: %v", path, name, err)
+			return nil, fmt.Errorf("getxattr %s %s: %w", path, name, err)
 		}
 		v := make([]byte, sz)
-		sz, err = unix.Lgetxattr(path, name, v)
-		if err != nil {
-			t.Fatalf("getxattr %s %s: %v", path, name, err)
+		if sz, err = unix.Lgetxattr(path, name, v); err != nil {
+			return nil, fmt.Errorf("getxattr %s %s: %w", path, name, err)
 		}
 		out[name] = v[:sz]
 	}
-	return out
+	return out, nil
 }
 
 // TestLocksBetweenProcesses checks that a lock held by this process keeps
