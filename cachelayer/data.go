@@ -320,7 +320,8 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 	}
 	e.stats.BytesWritten.Add(int64(n))
 	if wo.Sync && e.cfg.Sync != SyncAlways {
-		if err := e.wal.Sync(ctx, lsn); err != nil {
+		// The bytes are written: not cut short by an interruption (see run).
+		if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
 			return 0, e.logErr(err)
 		}
 	}

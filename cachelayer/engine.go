@@ -317,7 +317,10 @@ func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func(
 		e.mu.Unlock()
 		e.stats.Ops[t.op].Add(1)
 		if e.cfg.Sync == SyncAlways {
-			if err := e.wal.Sync(ctx, lsn); err != nil {
+			// The op has taken effect: an interrupted request must not
+			// report it failed (the caller would retry a done create or
+			// rename), so the wait for durability ignores cancellation.
+			if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
 				return lsn, e.logErr(err)
 			}
 		}
