@@ -43,7 +43,7 @@ func umount(dir string) error {
 	}
 	pid, lockedMnt := readLock(m.source)
 	if pid <= 0 || lockedMnt != mnt || syscall.Kill(pid, 0) != nil {
-		if err := syscall.Unmount(mnt, syscall.MNT_DETACH); err != nil {
+		if err := detachStale(mnt); err != nil {
 			return fmt.Errorf("detach stale mount %s: %w", mnt, err)
 		}
 		fmt.Printf("dcache: %s had no running daemon; detached the stale mount\n", mnt)

@@ -82,7 +82,7 @@ func prepareMountpoint(dir string, log *logrus.Entry) (string, error) {
 	}
 	detach := func() error {
 		log.WithField("mountpoint", abs).Warn("found a stale mount left by a daemon that died; detaching it")
-		if err := syscall.Unmount(abs, syscall.MNT_DETACH); err != nil {
+		if err := detachStale(abs); err != nil {
 			return fmt.Errorf("mount point %s: stale mount could not be detached: %w", abs, err)
 		}
 		return nil
@@ -122,21 +122,30 @@ func prepareMountpoint(dir string, log *logrus.Entry) (string, error) {
 
 // isStale reports whether the FUSE mount m on dir has lost its daemon.
 //
-// stat(2) is no test: the kernel answers it from its attribute cache, without
-// asking the daemon, for up to fuse.attr_timeout after the daemon died.
-// statfs(2) always goes to the daemon, and a dead one's connection answers
-// ENOTCONN. A dcache mount whose data dir lock names a live process is
-// taken as live without asking, so that a busy or stopped daemon does not
-// make this hang.
+// For a dcache mount, the data dir's lock names the daemon: a clean stop
+// empties the lock file, so a pid left there that no longer runs (or is a
+// zombie) is a daemon that died. Other FUSE mounts are probed with
+// statfs(2), which always goes to the daemon and fails with ENOTCONN on a
+// dead connection; stat(2) is no test, as the kernel answers it from its
+// attribute cache for up to fuse.attr_timeout after the daemon died.
 func isStale(dir string, m mountEntry) bool {
 	if !strings.HasPrefix(m.fstype, "fuse") {
 		return false
 	}
 	if m.fstype == "fuse.dcache" {
-		if pid, lockedMnt := readLock(m.source); pid > 0 && lockedMnt == dir && processAlive(pid) {
-			return false
+		if pid, lockedMnt := readLock(m.source); pid > 0 && lockedMnt == dir {
+			return !processAlive(pid)
 		}
 	}
 	var sfs syscall.Statfs_t
 	return errors.Is(syscall.Statfs(dir, &sfs), syscall.ENOTCONN)
+}
+
+// detachStale removes the stale FUSE mount on dir. MNT_FORCE aborts the
+// FUSE connection first: a daemon killed while one of its own threads was
+// waiting on a request to its own mount (go-fuse opens a file in the mount
+// while mounting) cannot finish dying, and keeps the connection open and
+// every request on it waiting, until the connection is aborted.
+func detachStale(dir string) error {
+	return syscall.Unmount(dir, syscall.MNT_FORCE|syscall.MNT_DETACH)
 }

@@ -78,13 +78,9 @@ func lockDataDir(dir, mnt string) (*os.File, error) {
 	if err != nil {
 		return nil, fmt.Errorf("data dir %s: %w", dir, err)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		pid, holder := readLock(dir)
+	if err := takeLock(f, dir); err != nil {
 		f.Close()
-		if errors.Is(err, syscall.EWOULDBLOCK) {
-			return nil, fmt.Errorf("data dir %s is in use by another running dcache (pid %d, mounted on %s)", dir, pid, holder)
-		}
-		return nil, fmt.Errorf("data dir %s: lock: %w", dir, err)
+		return nil, err
 	}
 	if err := f.Truncate(0); err != nil {
 		f.Close()
@@ -95,6 +91,37 @@ func lockDataDir(dir, mnt string) (*os.File, error) {
 		return nil, err
 	}
 	return f, nil
+}
+
+// lockWait bounds the wait for a lock holder that died but has not finished
+// exiting.
+const lockWait = 10 * time.Second
+
+// takeLock takes the data dir's lock on f. A daemon that was killed holds
+// the lock until its last thread has left the kernel: one stuck on a
+// request to its own stale mount leaves only when the next mount aborts
+// that mount's connection (detachStale), a moment before this runs. So a
+// holder whose pid no longer runs (or is a zombie) is waited for, up to
+// lockWait; a running holder is refused at once.
+func takeLock(f *os.File, dir string) error {
+	deadline := time.Now().Add(lockWait)
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			return fmt.Errorf("data dir %s: lock: %w", dir, err)
+		}
+		pid, holder := readLock(dir)
+		if pid <= 0 || processAlive(pid) {
+			return fmt.Errorf("data dir %s is in use by another running dcache (pid %d, mounted on %s)", dir, pid, holder)
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("data dir %s is still locked by pid %d (mounted on %s), which died %v ago or more but has not finished exiting", dir, pid, holder, lockWait)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // readLock returns the pid and mount point written in a data dir's lock.
