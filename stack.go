@@ -6,6 +6,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
@@ -29,17 +30,18 @@ const lockName = "dcache.lock"
 // stack is one mounted filesystem: every layer, opened in dependency order
 // and closed in reverse.
 type stack struct {
-	cfg    *config.Config
-	logger *logrus.Logger
-	log    *logrus.Entry
-	lock   *os.File
-	be     *backend.Store
-	devs   []device.Device
-	wal    *logarea.Log
-	eng    *cachelayer.Engine
-	fsys   *fs.FS
-	srv    *fuse.Server
-	mnt    string
+	cfg     *config.Config
+	logger  *logrus.Logger
+	log     *logrus.Entry
+	lock    *os.File
+	be      *backend.Store
+	devs    []device.Device
+	wal     *logarea.Log
+	eng     *cachelayer.Engine
+	fsys    *fs.FS
+	srv     *fuse.Server
+	mnt     string
+	stopMem chan struct{}
 }
 
 // newLogger builds the process logger from the configuration.
@@ -356,7 +358,30 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 		return s, err
 	}
 	s.state("active")
+	s.stopMem = make(chan struct{})
+	go s.limitMemory(s.stopMem)
 	return s, nil
+}
+
+// limitMemory keeps the Go heap within the memory budget: resident memory
+// is the page pool (cache.size, mapped outside the Go heap) plus at most 15%
+// of it plus 300 bytes per object. The runtime collects garbage harder as it
+// nears the limit (a soft limit: live data is never dropped).
+func (s *stack) limitMemory(stop <-chan struct{}) {
+	// The runtime's limit covers the Go heap and stacks only; the binary,
+	// thread stacks and the pool's own bookkeeping outside it get a margin.
+	const outside = 32 << 20
+	base := max(int64(s.cfg.Cache.Size)*15/100-outside, 48<<20)
+	t := time.NewTicker(2 * time.Second)
+	defer t.Stop()
+	for {
+		debug.SetMemoryLimit(base + 300*int64(s.eng.Info().Objects))
+		select {
+		case <-stop:
+			return
+		case <-t.C:
+		}
+	}
 }
 
 // unmount asks the kernel to unmount. A busy mount (open files, a shell's
@@ -383,6 +408,10 @@ func (s *stack) teardown() error {
 	if s.srv != nil {
 		s.srv.Wait()
 		s.srv = nil
+	}
+	if s.stopMem != nil {
+		close(s.stopMem)
+		s.stopMem = nil
 	}
 	if s.eng != nil {
 		start := time.Now()

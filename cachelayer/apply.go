@@ -69,6 +69,12 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 		case mDelXattr:
 			e.st.xattrs.Delete(Xattr{Ino: m.ino, Name: m.name})
 			e.changed.inos[m.ino] = struct{}{}
+		case mSymlink:
+			if _, ok := e.st.inode(m.ino); !ok {
+				continue
+			}
+			e.st.symlinks.Set(Symlink{Ino: m.ino, Target: m.name})
+			e.changed.inos[m.ino] = struct{}{}
 		case mWrite:
 			e.applyWriteLocked(m, lsn)
 		case mTruncate:

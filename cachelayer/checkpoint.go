@@ -114,6 +114,13 @@ func (m *metaEncoder) object(cut *meta, in Inode, delta bool) error {
 			return err
 		}
 	}
+	if in.IsSymlink() {
+		if s, ok := cut.symlinks.Get(Symlink{Ino: in.Ino}); ok {
+			if err := m.mut(mutation{kind: mSymlink, ino: in.Ino, name: s.Target}); err != nil {
+				return err
+			}
+		}
+	}
 	var err error
 	cut.extents.Ascend(Extent{Ino: in.Ino}, func(x Extent) bool {
 		if x.Ino != in.Ino {
@@ -253,6 +260,10 @@ func loadImage(r io.Reader, m *meta) (metaHeader, error) {
 			x.Name = rd.string()
 			x.Value = rd.bytes()
 			m.xattrs.Set(x)
+		case mSymlink:
+			s := Symlink{Ino: Ino(rd.uvarint())}
+			s.Target = rd.string()
+			m.symlinks.Set(s)
 		case mPutExtent:
 			var x Extent
 			x.Ino = Ino(rd.uvarint())
@@ -371,7 +382,7 @@ func (d *streamDecoder) time() Time {
 	if ns >= 1e9 && d.err == nil {
 		d.err = fmt.Errorf("cachelayer: metadata image: nanoseconds %d", ns)
 	}
-	return Time{Sec: s, Nsec: uint32(ns)}
+	return MakeTime(s, uint32(ns))
 }
 
 func (d *streamDecoder) inode() Inode {
@@ -387,7 +398,6 @@ func (d *streamDecoder) inode() Inode {
 	in.Atime = d.time()
 	in.Mtime = d.time()
 	in.Ctime = d.time()
-	in.Target = d.string()
 	return in
 }
 

@@ -353,8 +353,8 @@ func compare(t *testing.T, e *Engine, m *model, when string) {
 			case n.dir:
 				walk(p, ent.Ino)
 			case n.target != "":
-				if in.Target != n.target {
-					t.Fatalf("%s: %s target %q, want %q", when, p, in.Target, n.target)
+				if got, err := e.Readlink(ent.Ino); err != nil || got != n.target {
+					t.Fatalf("%s: %s target %q (%v), want %q", when, p, got, err, n.target)
 				}
 			default:
 				if nl := m.nlink(n); in.Nlink != nl {
@@ -433,10 +433,18 @@ func runModel(t *testing.T, seed int64, steps int) {
 			pi, _ := resolve(e, dir)
 			isDir := rng.Intn(3) == 0
 			mode := uint32(syscall.S_IFREG | 0o644)
-			if isDir {
+			obj := NewObject{Mode: mode}
+			target := ""
+			switch {
+			case isDir:
 				mode = syscall.S_IFDIR | 0o755
+				obj.Mode = mode
+			case rng.Intn(4) == 0:
+				target = fmt.Sprintf("../target-%d", rng.Intn(1000))
+				mode = syscall.S_IFLNK | 0o777
+				obj = NewObject{Mode: mode, Target: target}
 			}
-			_, err := e.Create(bg, pi, path.Base(p), NewObject{Mode: mode}, root())
+			_, err := e.Create(bg, pi, path.Base(p), obj, root())
 			if _, exists := m.paths[p]; exists {
 				if !errors.Is(err, ErrExist) {
 					t.Fatalf("create existing %s: %v", p, err)
@@ -446,7 +454,7 @@ func runModel(t *testing.T, seed int64, steps int) {
 			if err != nil {
 				t.Fatalf("create %s: %v", p, err)
 			}
-			m.paths[p] = &mnode{dir: isDir, mode: mode, xattrs: map[string]string{}}
+			m.paths[p] = &mnode{dir: isDir, mode: mode, target: target, xattrs: map[string]string{}}
 		case op < 9: // write
 			fs := files()
 			if len(fs) == 0 {

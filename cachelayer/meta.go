@@ -9,32 +9,35 @@ import (
 // consistent cut that can be read without the engine lock while the live
 // trees change.
 type meta struct {
-	inodes  *btree.BTreeG[Inode]
-	dirents *btree.BTreeG[Dirent]
-	xattrs  *btree.BTreeG[Xattr]
-	extents *btree.BTreeG[Extent]
-	nextIno Ino
+	inodes   *btree.BTreeG[Inode]
+	dirents  *btree.BTreeG[Dirent]
+	xattrs   *btree.BTreeG[Xattr]
+	extents  *btree.BTreeG[Extent]
+	symlinks *btree.BTreeG[Symlink]
+	nextIno  Ino
 }
 
 var treeOpts = btree.Options{NoLocks: true}
 
 func newMeta() meta {
 	return meta{
-		inodes:  btree.NewBTreeGOptions(inodeLess, treeOpts),
-		dirents: btree.NewBTreeGOptions(direntLess, treeOpts),
-		xattrs:  btree.NewBTreeGOptions(xattrLess, treeOpts),
-		extents: btree.NewBTreeGOptions(extentLess, treeOpts),
-		nextIno: RootIno + 1,
+		inodes:   btree.NewBTreeGOptions(inodeLess, treeOpts),
+		dirents:  btree.NewBTreeGOptions(direntLess, treeOpts),
+		xattrs:   btree.NewBTreeGOptions(xattrLess, treeOpts),
+		extents:  btree.NewBTreeGOptions(extentLess, treeOpts),
+		symlinks: btree.NewBTreeGOptions(symlinkLess, treeOpts),
+		nextIno:  RootIno + 1,
 	}
 }
 
 func (m *meta) copy() meta {
 	return meta{
-		inodes:  m.inodes.Copy(),
-		dirents: m.dirents.Copy(),
-		xattrs:  m.xattrs.Copy(),
-		extents: m.extents.Copy(),
-		nextIno: m.nextIno,
+		inodes:   m.inodes.Copy(),
+		dirents:  m.dirents.Copy(),
+		xattrs:   m.xattrs.Copy(),
+		extents:  m.extents.Copy(),
+		symlinks: m.symlinks.Copy(),
+		nextIno:  m.nextIno,
 	}
 }
 
@@ -139,8 +142,9 @@ func (m *meta) setExtent(x Extent) (newBlocks uint64) {
 	return uint64(x.Len)/BlockSize - covered
 }
 
-// dropObject removes every xattr and extent of ino.
+// dropObject removes every xattr, extent and symlink target of ino.
 func (m *meta) dropObject(ino Ino) {
+	m.symlinks.Delete(Symlink{Ino: ino})
 	var xs []Xattr
 	m.xattrsOf(ino, func(x Xattr) bool { xs = append(xs, x); return true })
 	for _, x := range xs {

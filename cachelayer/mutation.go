@@ -42,15 +42,16 @@ func (t OpType) String() string {
 type mutKind uint8
 
 const (
-	mPutInode  mutKind = 1 // inode: replace (or insert) the object's attributes
-	mDelInode  mutKind = 2 // ino: remove the object, its xattrs, extents and pages
-	mPutDirent mutKind = 3 // dirent
-	mDelDirent mutKind = 4 // dirent.Parent, dirent.Name
-	mPutXattr  mutKind = 5 // ino, name, value
-	mDelXattr  mutKind = 6 // ino, name
-	mWrite     mutKind = 7 // ino, off, data, time; size = max(size, end); mtime = ctime = time unless writeKeepTimes
-	mTruncate  mutKind = 8 // ino, off = new size: drop data past it, zero the tail of the last block
-	mPunch     mutKind = 9 // ino, off, n: zero the range (whole blocks are dropped)
+	mPutInode  mutKind = 1  // inode: replace (or insert) the object's attributes
+	mDelInode  mutKind = 2  // ino: remove the object, its xattrs, extents and pages
+	mPutDirent mutKind = 3  // dirent
+	mDelDirent mutKind = 4  // dirent.Parent, dirent.Name
+	mPutXattr  mutKind = 5  // ino, name, value
+	mDelXattr  mutKind = 6  // ino, name
+	mWrite     mutKind = 7  // ino, off, data, time; size = max(size, end); mtime = ctime = time unless writeKeepTimes
+	mTruncate  mutKind = 8  // ino, off = new size: drop data past it, zero the tail of the last block
+	mPunch     mutKind = 9  // ino, off, n: zero the range (whole blocks are dropped)
+	mSymlink   mutKind = 10 // ino, name = target: a symlink's target
 )
 
 // Write flags (the record header's flags for OpWrite).
@@ -114,7 +115,7 @@ func appendMutation(b []byte, m *mutation) []byte {
 		b = binary.AppendUvarint(b, uint64(m.ino))
 		b = appendString(b, m.name)
 		b = appendBytes(b, m.value)
-	case mDelXattr:
+	case mDelXattr, mSymlink:
 		b = binary.AppendUvarint(b, uint64(m.ino))
 		b = appendString(b, m.name)
 	case mWrite:
@@ -161,7 +162,7 @@ func decodeMutations(p []byte) ([]mutation, error) {
 			m.ino = Ino(d.uvarint())
 			m.name = d.string()
 			m.value = d.bytes()
-		case mDelXattr:
+		case mDelXattr, mSymlink:
 			m.ino = Ino(d.uvarint())
 			m.name = d.string()
 		case mWrite:
@@ -199,8 +200,8 @@ func appendBytes(b []byte, p []byte) []byte {
 }
 
 func appendTime(b []byte, t Time) []byte {
-	b = binary.AppendVarint(b, t.Sec)
-	return binary.AppendUvarint(b, uint64(t.Nsec))
+	b = binary.AppendVarint(b, t.Sec())
+	return binary.AppendUvarint(b, uint64(t.Nsec()))
 }
 
 func appendInode(b []byte, in *Inode) []byte {
@@ -214,8 +215,7 @@ func appendInode(b []byte, in *Inode) []byte {
 	b = binary.AppendUvarint(b, in.Size)
 	b = appendTime(b, in.Atime)
 	b = appendTime(b, in.Mtime)
-	b = appendTime(b, in.Ctime)
-	return appendString(b, in.Target)
+	return appendTime(b, in.Ctime)
 }
 
 // decoder reads the encodings above; the first error sticks.
@@ -280,7 +280,7 @@ func (d *decoder) time() Time {
 	if ns >= 1e9 {
 		d.fail()
 	}
-	return Time{Sec: s, Nsec: uint32(ns)}
+	return MakeTime(s, uint32(ns))
 }
 
 func (d *decoder) inode() Inode {
@@ -296,6 +296,5 @@ func (d *decoder) inode() Inode {
 	in.Atime = d.time()
 	in.Mtime = d.time()
 	in.Ctime = d.time()
-	in.Target = d.string()
 	return in
 }

@@ -18,7 +18,8 @@ type builder struct {
 	inodes  map[Ino]Inode
 	order   []Ino
 	deleted map[Ino]bool
-	refs    []Ino // references to take when the op commits
+	refs    []Ino      // references to take when the op commits
+	post    []mutation // after the inodes (they need them to exist)
 }
 
 func (e *Engine) newBuilder(op OpType, obj Ino) *builder {
@@ -66,6 +67,7 @@ func (b *builder) txn() *txn {
 			b.t.putInode(b.inodes[ino])
 		}
 	}
+	b.t.muts = append(b.t.muts, b.post...)
 	for ino := range b.deleted {
 		b.t.add(mutation{kind: mDelInode, ino: ino})
 	}
@@ -186,18 +188,22 @@ func (e *Engine) Create(ctx context.Context, parent Ino, name string, obj NewObj
 			Gid:   c.Gid,
 			Rdev:  obj.Rdev,
 			Atime: ts, Mtime: ts, Ctime: ts,
-			Target: obj.Target,
 		}
 		if obj.Target != "" {
 			in.Mode = syscall.S_IFLNK | 0o777
 			in.Size = uint64(len(obj.Target))
+			b.post = append(b.post, mutation{kind: mSymlink, ino: in.Ino, name: obj.Target})
 		}
 		if p.Mode&syscall.S_ISGID != 0 {
-			// BSD group semantics of a setgid directory.
+			// BSD group semantics of a setgid directory. A file that
+			// would run with a group its creator is not in loses setgid
+			// (without group-execute, setgid marks mandatory locking and
+			// stays), as inode_init_owner does.
 			in.Gid = p.Gid
+			const sgidExec = syscall.S_ISGID | syscall.S_IXGRP
 			if in.IsDir() {
 				in.Mode |= syscall.S_ISGID
-			} else if in.Mode&syscall.S_ISGID != 0 && c.Gid != p.Gid && c.Uid != 0 {
+			} else if in.Mode&sgidExec == sgidExec && !c.inGroup(p.Gid) && c.Uid != 0 {
 				in.Mode &^= syscall.S_ISGID
 			}
 		}
@@ -541,14 +547,20 @@ func (e *Engine) SetAttr(ctx context.Context, ino Ino, sa SetAttr) (Inode, error
 
 // Readlink returns a symlink's target.
 func (e *Engine) Readlink(ino Ino) (string, error) {
-	in, err := e.GetAttr(ino)
-	if err != nil {
-		return "", err
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	in, ok := e.st.inode(ino)
+	if !ok {
+		return "", ErrNotExist
 	}
 	if !in.IsSymlink() {
 		return "", ErrInvalid
 	}
-	return in.Target, nil
+	s, ok := e.st.symlinks.Get(Symlink{Ino: ino})
+	if !ok {
+		return "", ErrNotExist
+	}
+	return s.Target, nil
 }
 
 // Ref records that the filesystem layer holds n more references to ino

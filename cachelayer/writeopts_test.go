@@ -9,7 +9,7 @@ import (
 // the write's time, or left alone with KeepTimes (the kernel keeps them),
 // the same when the write is replayed from the log after a crash.
 func TestWriteTimes(t *testing.T) {
-	old := Time{Sec: 1_000_000_000, Nsec: 123}
+	old := MakeTime(1_000_000_000, 123)
 	for _, tc := range []struct {
 		name  string
 		wo    WriteOpts

@@ -10,7 +10,7 @@ import (
 )
 
 func (f *FS) create(cancel <-chan struct{}, h *fuse.InHeader, name string, obj cachelayer.NewObject, out *fuse.EntryOut, op string) fuse.Status {
-	in, err := f.eng.Create(cancelCtx(cancel), cachelayer.Ino(h.NodeId), name, obj, caller(h))
+	in, err := f.eng.Create(cancelCtx(cancel), cachelayer.Ino(h.NodeId), name, obj, creator(h, obj.Mode))
 	if err != nil {
 		return f.toStatus(op, err)
 	}

@@ -22,7 +22,7 @@ func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out 
 	if mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fuse.EINVAL
 	}
-	obj, err := f.eng.Create(cancelCtx(cancel), cachelayer.Ino(in.NodeId), name, cachelayer.NewObject{Mode: mode}, caller(&in.InHeader))
+	obj, err := f.eng.Create(cancelCtx(cancel), cachelayer.Ino(in.NodeId), name, cachelayer.NewObject{Mode: mode}, creator(&in.InHeader, mode))
 	if err != nil {
 		return f.toStatus("create", err)
 	}

@@ -99,9 +99,9 @@ func fillAttr(in *cachelayer.Inode, a *fuse.Attr) {
 	a.Ino = uint64(in.Ino)
 	a.Size = in.Size
 	a.Blocks = in.Blocks * (cachelayer.BlockSize / 512)
-	a.Atime, a.Atimensec = uint64(in.Atime.Sec), in.Atime.Nsec
-	a.Mtime, a.Mtimensec = uint64(in.Mtime.Sec), in.Mtime.Nsec
-	a.Ctime, a.Ctimensec = uint64(in.Ctime.Sec), in.Ctime.Nsec
+	a.Atime, a.Atimensec = uint64(in.Atime.Sec()), in.Atime.Nsec()
+	a.Mtime, a.Mtimensec = uint64(in.Mtime.Sec()), in.Mtime.Nsec()
+	a.Ctime, a.Ctimensec = uint64(in.Ctime.Sec()), in.Ctime.Nsec()
 	a.Mode = in.Mode
 	a.Nlink = in.Nlink
 	a.Uid, a.Gid = in.Uid, in.Gid
@@ -180,21 +180,21 @@ func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 	}
 	now := cachelayer.TimeOf(time.Now())
 	if v&fuse.FATTR_ATIME != 0 {
-		t := cachelayer.Time{Sec: int64(in.Atime), Nsec: in.Atimensec}
+		t := cachelayer.MakeTime(int64(in.Atime), in.Atimensec)
 		if v&fuse.FATTR_ATIME_NOW != 0 {
 			t = now
 		}
 		sa.Atime = &t
 	}
 	if v&fuse.FATTR_MTIME != 0 {
-		t := cachelayer.Time{Sec: int64(in.Mtime), Nsec: in.Mtimensec}
+		t := cachelayer.MakeTime(int64(in.Mtime), in.Mtimensec)
 		if v&fuse.FATTR_MTIME_NOW != 0 {
 			t = now
 		}
 		sa.Mtime = &t
 	}
 	if v&fuse.FATTR_CTIME != 0 {
-		t := cachelayer.Time{Sec: int64(in.Ctime), Nsec: in.Ctimensec}
+		t := cachelayer.MakeTime(int64(in.Ctime), in.Ctimensec)
 		sa.Ctime = &t
 	}
 	sa.KillSuidGid = v&fuse.FATTR_KILL_SUIDGID != 0

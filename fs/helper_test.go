@@ -109,6 +109,9 @@ func helperAction(action string, args []string) (string, error) {
 		}
 		defer unix.Close(fd)
 		return "", unix.Ftruncate(fd, int64(num(args[1], 10)))
+	case "chmod": // path mode(octal)
+		need(2)
+		return "", unix.Chmod(args[0], uint32(num(args[1], 8)))
 	case "chown": // path uid gid (-1 leaves one alone)
 		need(3)
 		return "", unix.Chown(args[0], num(args[1], 10), num(args[2], 10))

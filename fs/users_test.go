@@ -198,8 +198,14 @@ func TestUsers(t *testing.T) {
 			checkMode(t, g, 0o2767)
 			checkContent(t, g, "")
 		}
+		// open(O_TRUNC) truncates too.
+		f := tm.path("trunc/o_trunc")
+		mkfile(t, f, "0123456789", 0o6777, 0, 0)
+		h.expect(u, 0, "open", f, flags(oWrite|syscall.O_TRUNC), "0", "")
+		checkMode(t, f, 0o777)
+		checkContent(t, f, "")
 		// Root truncating keeps them.
-		f := tm.path("trunc/root")
+		f = tm.path("trunc/root")
 		mkfile(t, f, "0123456789", 0o6777, 0, 0)
 		if err := os.Truncate(f, 2); err != nil {
 			t.Fatal(err)
@@ -240,6 +246,55 @@ func TestUsers(t *testing.T) {
 			t.Fatal(err)
 		}
 		checkMode(t, d, 0o2775)
+	})
+
+	t.Run("Chmod", func(t *testing.T) {
+		mkdirMode(t, tm.path("chmod"), 0o755)
+		f := tm.path("chmod/f")
+		mkfile(t, f, "", 0o644, testUid, otherGid)
+		h.expect(other, syscall.EPERM, "chmod", f, "777")
+		h.expect(u, 0, "chmod", f, "4755")
+		checkMode(t, f, 0o4755)
+		// Setting setgid for a group one is not in drops it silently.
+		h.expect(u, 0, "chmod", f, "2755")
+		checkMode(t, f, 0o755)
+		h.expect(user(testUid, testGid, testGid, otherGid), 0, "chmod", f, "2755")
+		checkMode(t, f, 0o2755)
+	})
+
+	t.Run("SetgidDir", func(t *testing.T) {
+		d := tm.path("sgid")
+		mkdirMode(t, d, 0o2777)
+		if err := os.Chown(d, 0, otherGid); err != nil {
+			t.Fatal(err)
+		}
+		checkMode(t, d, 0o2777)
+		// New entries take the directory's group; directories the bit too.
+		h.expect(u, 0, "open", d+"/f", flags(oCreate), "644", "")
+		checkOwner(t, d+"/f", testUid, otherGid)
+		checkMode(t, d+"/f", 0o644)
+		h.expect(u, 0, "mkdir", d+"/sub", "755")
+		checkOwner(t, d+"/sub", testUid, otherGid)
+		checkMode(t, d+"/sub", 0o2755)
+		// A group-executable setgid file: kept for a member of the group,
+		// whether by primary or supplementary group, dropped otherwise.
+		for _, c := range []struct {
+			name string
+			c    *cred
+			mode string
+			want uint32
+		}{
+			{"nonmember", u, "2755", 0o755},
+			{"primary", user(testUid, otherGid), "2755", 0o2755},
+			{"supplementary", user(testUid, testGid, testGid, otherGid), "2755", 0o2755},
+			{"root", nil, "2755", 0o2755},
+			// Without group-execute setgid marks mandatory locking: kept.
+			{"nonmember-noexec", u, "2745", 0o2745},
+		} {
+			p := d + "/sgid-" + c.name
+			h.expect(c.c, 0, "open", p, flags(oCreate), c.mode, "")
+			checkMode(t, p, c.want)
+		}
 	})
 
 	t.Run("CreateMode0000", func(t *testing.T) {
