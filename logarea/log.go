@@ -61,6 +61,9 @@ type Log struct {
 	syncWanted    LSN       // highest LSN a Sync waits for
 	syncIssued    LSN       // target of the latest device sync started
 	syncsInFlight int
+	writing       bool       // a write round runs (by the writer or a Sync)
+	roundReps     []*replica // reused by write rounds
+	roundErrs     []error
 	durableCh     chan struct{}
 	closing       bool
 	closed        bool // the writer has stopped

@@ -270,8 +270,28 @@ func (l *Log) Sync(ctx context.Context, lsn LSN) error {
 		}
 		if lsn > l.syncWanted {
 			l.syncWanted = lsn
-			l.wakeWriter()
 		}
+		if !l.writing && l.syncsInFlight == 0 && !l.closing && !l.metaDirty {
+			// Nothing runs: do the round and the sync here rather than
+			// hand them to the writer and wait to be woken (two fewer
+			// goroutine switches per fsync at low concurrency). Syncs
+			// arriving meanwhile are served by the writer, overlapping.
+			// Each pass does I/O or waits below, so it cannot spin.
+			did := true
+			switch {
+			case lsn > l.writtenLSN:
+				l.writeBatchLocked() // lsn is in cur: nobody else writes
+			case lsn > l.syncIssued:
+				l.startSyncLocked(true)
+			default:
+				did = false
+			}
+			if did {
+				l.wakeWriter() // records committed meanwhile
+				continue
+			}
+		}
+		l.wakeWriter()
 		ch := l.durableCh
 		l.mu.Unlock()
 		select {
@@ -305,24 +325,23 @@ type batch struct {
 // one round wide, and starts a device sync of everything written when a
 // Sync waits for a record no running sync covers. Syncs that arrive while
 // a round or a sync runs are served together by the next one (group
-// commit); up to maxSyncsInFlight syncs overlap.
+// commit); up to maxSyncsInFlight syncs overlap. A Sync that finds the log
+// idle does the round and the sync itself (see Sync).
 func (l *Log) writer() {
 	defer close(l.writerDone)
-	var reps []*replica // reused across rounds
-	var errs []error
 	for {
 		l.mu.Lock()
 		for {
-			if l.failErr != nil && l.syncsInFlight == 0 {
+			if l.failErr != nil && l.syncsInFlight == 0 && !l.writing {
 				l.closed = true
 				l.notifyLocked()
 				l.mu.Unlock()
 				return
 			}
-			if l.failErr == nil && (l.writeNowLocked() || l.metaDirty || l.needSyncLocked()) {
+			if l.failErr == nil && !l.writing && (l.writeNowLocked() || l.metaDirty || l.needSyncLocked()) {
 				break
 			}
-			if l.closing && l.syncsInFlight == 0 && l.durableLSN == l.nextLSN-1 && len(l.cur) == 0 {
+			if l.closing && l.syncsInFlight == 0 && !l.writing && l.durableLSN == l.nextLSN-1 && len(l.cur) == 0 {
 				l.closed = true
 				l.notifyLocked()
 				l.mu.Unlock()
@@ -332,52 +351,61 @@ func (l *Log) writer() {
 			<-l.wake
 			l.mu.Lock()
 		}
-		if l.metaDirty {
+		switch {
+		case l.metaDirty:
 			l.metaDirty = false
 			l.mu.Unlock()
 			l.recordFailures()
 			continue
-		}
-		if !l.writeNowLocked() {
-			// Everything a Sync waits for is written: start a device sync.
-			l.startSyncLocked()
-			l.mu.Unlock()
-			continue
-		}
-		b := batch{buf: l.cur, pos: l.curPos, first: l.curFirst, last: l.nextLSN - 1}
-		if l.spare == nil {
-			l.spare = make([]byte, 0, l.bufSize) // the second buffer, on first use
-		}
-		l.cur, l.spare = l.spare, nil
-		l.curPos, l.curFirst = l.head, l.nextLSN
-		l.grantLocked() // the new buffer is empty
-		reps = l.appendHealthyLocked(reps[:0])
-		l.mu.Unlock()
-
-		errs = l.writeRound(reps, &b, errs)
-
-		l.mu.Lock()
-		for i, err := range errs {
-			if err != nil {
-				l.failReplicaLocked(reps[i], err)
-			}
-		}
-		l.spare = b.buf[:0]
-		if l.failErr == nil {
-			l.writtenLSN = b.last
-			l.st.batches++
-			l.st.maxBatch = max(l.st.maxBatch, int64(b.last-b.first+1))
-			for i, r := range reps {
-				if errs[i] == nil {
-					r.written = b.last
-				}
-			}
+		case l.writeNowLocked():
+			l.writeBatchLocked()
 			if l.needSyncLocked() {
-				l.startSyncLocked()
+				l.startSyncLocked(false)
 			}
-			l.notifyLocked() // for waiters on written records (Stats, tests)
+		default:
+			// Everything a Sync waits for is written: start a device sync.
+			l.startSyncLocked(false)
 		}
 		l.mu.Unlock()
+	}
+}
+
+// writeBatchLocked writes everything committed to every healthy replica:
+// one round. The caller holds mu, and no other round runs (l.writing);
+// mu is released during the I/O.
+func (l *Log) writeBatchLocked() {
+	b := batch{buf: l.cur, pos: l.curPos, first: l.curFirst, last: l.nextLSN - 1}
+	if l.spare == nil {
+		l.spare = make([]byte, 0, l.bufSize) // the second buffer, on first use
+	}
+	l.cur, l.spare = l.spare, nil
+	l.curPos, l.curFirst = l.head, l.nextLSN
+	l.grantLocked() // the new buffer is empty
+	reps := l.appendHealthyLocked(l.roundReps[:0])
+	l.writing = true
+	l.mu.Unlock()
+
+	errs := l.writeRound(reps, &b, l.roundErrs[:0])
+
+	l.mu.Lock()
+	l.writing = false
+	l.roundReps, l.roundErrs = reps, errs
+	for i, err := range errs {
+		if err != nil {
+			l.failReplicaLocked(reps[i], err)
+		}
+	}
+	l.spare = b.buf[:0]
+	if l.failErr == nil {
+		l.writtenLSN = b.last
+		l.st.batches++
+		l.st.maxBatch = max(l.st.maxBatch, int64(b.last-b.first+1))
+		for i, r := range reps {
+			if errs[i] == nil {
+				r.written = b.last
+			}
+		}
+		l.notifyLocked() // for waiters on written records (Stats, tests)
 	}
 }
 
@@ -405,16 +433,17 @@ func (l *Log) needSyncLocked() bool {
 		l.syncsInFlight < maxSyncsInFlight && (len(l.cur) == 0 || want <= l.writtenLSN)
 }
 
-// startSyncLocked syncs every healthy replica up to writtenLSN in the
-// background. When it returns, durableLSN covers that target: a sync
-// started after the writes completed makes them durable, whatever other
-// syncs still run.
-func (l *Log) startSyncLocked() {
+// startSyncLocked syncs every healthy replica up to writtenLSN, in the
+// background or, with inline, in the calling goroutine (mu is released
+// during the I/O). When it completes, durableLSN covers that target: a
+// sync started after the writes completed makes them durable, whatever
+// other syncs still run.
+func (l *Log) startSyncLocked(inline bool) {
 	target := l.writtenLSN
 	l.syncIssued = target
 	l.syncsInFlight++
 	reps := l.healthyLocked()
-	go func() {
+	run := func() {
 		errs := make([]error, len(reps))
 		if len(reps) == 1 {
 			errs[0] = reps[0].sync()
@@ -451,6 +480,14 @@ func (l *Log) startSyncLocked() {
 			}
 			l.notifyLocked()
 		}
+	}
+	if inline {
+		l.mu.Unlock()
+		run()
+		return
+	}
+	go func() {
+		run()
 		l.mu.Unlock()
 		l.wakeWriter()
 	}()
