@@ -2,6 +2,7 @@ package fs
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -162,6 +163,81 @@ func TestHardLinks(t *testing.T) {
 			if st := lstat(t, tm.path(d)); st.Nlink != want {
 				t.Errorf("%s (remounted %v): nlink %d, want %d", d, remount, st.Nlink, want)
 			}
+		}
+	}
+
+	// A directory renamed over an empty one, and a directory exchanged
+	// with a file in another directory.
+	if err := os.Mkdir(tm.path("b/empty"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tm.path("b/file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	xIno := lstat(t, tm.path("a/x")).Ino
+	// (os.Rename refuses a directory as the target by itself.)
+	if err := unix.Rename(tm.path("a/x"), tm.path("b/empty")); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tm.path("b/y"), unix.AT_FDCWD, tm.path("a/file"), unix.RENAME_EXCHANGE); !errors.Is(err, syscall.ENOENT) {
+		t.Errorf("exchange with a missing name: %v, want ENOENT", err)
+	}
+	if err := os.WriteFile(tm.path("a/file"), nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.Renameat2(unix.AT_FDCWD, tm.path("b/y"), unix.AT_FDCWD, tm.path("a/file"), unix.RENAME_EXCHANGE); err != nil {
+		t.Fatal(err)
+	}
+	for _, remount := range []bool{false, true} {
+		if remount {
+			tm.remount()
+		}
+		for d, want := range map[string]uint64{"a": 3, "a/file": 3, "b": 3, "b/empty": 2, "b/y": 1, "b/file": 1} {
+			if st := lstat(t, tm.path(d)); st.Nlink != want {
+				t.Errorf("after rename and exchange (remounted %v): %s nlink %d, want %d", remount, d, st.Nlink, want)
+			}
+		}
+		if st := lstat(t, tm.path("b/empty")); st.Ino != xIno {
+			t.Errorf("b/empty is ino %d, want the renamed a/x %d", st.Ino, xIno)
+		}
+		// ".." of the moved directories names their new parents.
+		for d, parent := range map[string]string{"b/empty": "b", "a/file": "a", "a/file/z": "a/file"} {
+			if got, want := dotdot(t, tm.path(d)), lstat(t, tm.path(parent)).Ino; got != want {
+				t.Errorf("remounted %v: %s/.. is ino %d, want %d (%s)", remount, d, got, want, parent)
+			}
+		}
+	}
+}
+
+// dotdot returns the inode number readdir reports for dir's ".." entry.
+func dotdot(t *testing.T, dir string) uint64 {
+	t.Helper()
+	fd, err := unix.Open(dir, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer unix.Close(fd)
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := unix.Getdents(fd, buf)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n == 0 {
+			t.Fatalf("%s: no .. entry", dir)
+		}
+		for b := buf[:n]; len(b) > 0; {
+			// struct linux_dirent64: ino u64, off s64, reclen u16, type u8, name.
+			ino := binary.LittleEndian.Uint64(b)
+			reclen := int(binary.LittleEndian.Uint16(b[16:]))
+			name := b[19:reclen]
+			if i := bytes.IndexByte(name, 0); i >= 0 {
+				name = name[:i]
+			}
+			if string(name) == ".." {
+				return ino
+			}
+			b = b[reclen:]
 		}
 	}
 }
