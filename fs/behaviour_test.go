@@ -892,6 +892,53 @@ func TestSparse(t *testing.T) {
 	verify("after punch and write")
 	tm.remount()
 	verify("after punch, write and remount")
+
+	// Holes punched into dirty data still in the cache, one of them
+	// unaligned (its partial blocks are zeroed, not dropped).
+	f2 := tm.path("punched")
+	data := bytes.Repeat([]byte{9}, 64<<10)
+	if err := os.WriteFile(f2, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	fd, err = os.OpenFile(f2, os.O_RDWR, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, h := range [][2]int64{{2 * b, 2 * b}, {6*b + 100, 3 * b}} {
+		if err := unix.Fallocate(int(fd.Fd()), unix.FALLOC_FL_PUNCH_HOLE|unix.FALLOC_FL_KEEP_SIZE, h[0], h[1]); err != nil {
+			t.Fatal(err)
+		}
+		clear(data[h[0] : h[0]+h[1]])
+	}
+	if err := fd.Close(); err != nil {
+		t.Fatal(err)
+	}
+	punched := []seekCheck{
+		{unix.SEEK_HOLE, 0, 2 * b},
+		{unix.SEEK_DATA, 2 * b, 4 * b},
+		{unix.SEEK_HOLE, 4 * b, 7 * b},
+		{unix.SEEK_DATA, 7 * b, 9 * b},
+		{unix.SEEK_DATA, 8 * b, 9 * b},
+		{unix.SEEK_HOLE, 9 * b, 64 << 10},
+	}
+	for _, when := range []string{"punched in the cache", "punched, destaged", "punched, remounted"} {
+		switch when {
+		case "punched, destaged":
+			if err := tm.eng.Flush(t.Context()); err != nil {
+				t.Fatal(err)
+			}
+		case "punched, remounted":
+			tm.remount()
+		}
+		got, err := os.ReadFile(f2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !bytes.Equal(got, data) {
+			t.Errorf("%s: content differs", when)
+		}
+		checkSeeks(t, f2, when, punched)
+	}
 }
 
 // TestXattrs checks extended attributes: set, get, list, remove, the
