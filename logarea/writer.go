@@ -252,9 +252,11 @@ func (l *Log) Cancel(e *Entry) {
 }
 
 // Sync waits until every record up to lsn is durable on the write quorum.
-// Concurrent Syncs and Commits share device writes and syncs: the writer
-// takes everything committed so far into one write and one sync per
-// replica.
+// Concurrent Syncs and Commits share device writes and syncs: one round
+// writes everything committed so far with one write per replica, and one
+// device sync per replica covers everything written before it started; up
+// to two syncs overlap. When nothing runs, Sync does the round and the sync
+// in its own goroutine. ctx ends the wait, not I/O already started.
 func (l *Log) Sync(ctx context.Context, lsn LSN) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
