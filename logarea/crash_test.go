@@ -28,7 +28,7 @@ func TestCrashRecovery(t *testing.T) {
 		rounds   int
 	}{
 		{1, QuorumAll, true, 70},
-		{2, QuorumAll, false, 40},
+		{2, QuorumAll, false, 28},
 		{3, QuorumMajority, true, 30},
 	} {
 		t.Run(fmt.Sprintf("%d replicas", tc.replicas), func(t *testing.T) {
