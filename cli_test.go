@@ -898,3 +898,34 @@ func TestHungMountOfDeadDaemon(t *testing.T) {
 		t.Fatalf("exit %d; log:\n%s", code, b.log())
 	}
 }
+
+func TestProcessAlive(t *testing.T) {
+	if !processAlive(os.Getpid()) {
+		t.Fatal("this process is not alive")
+	}
+	c := exec.Command("sleep", "60")
+	if err := c.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer c.Process.Kill()
+	if !processAlive(c.Process.Pid) {
+		t.Fatal("a running child is not alive")
+	}
+	c.Process.Signal(syscall.SIGSTOP)
+	if !processAlive(c.Process.Pid) {
+		t.Error("a stopped child is not alive")
+	}
+	c.Process.Signal(syscall.SIGKILL)
+	// Until Wait reaps it, the child is a zombie: not alive.
+	deadline := time.Now().Add(time.Minute)
+	for processAlive(c.Process.Pid) {
+		if time.Now().After(deadline) {
+			t.Fatal("a killed child still alive after a minute")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	c.Wait()
+	if processAlive(c.Process.Pid) {
+		t.Error("a reaped child is alive")
+	}
+}

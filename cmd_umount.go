@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -65,19 +66,33 @@ func umount(dir string) error {
 	return nil
 }
 
-// processAlive reports whether pid runs (and is not a zombie).
+// processAlive reports whether pid runs: it exists, is not a zombie, and
+// is not dying with SIGKILL pending. A killed process whose last thread is
+// stuck in the kernel (waiting on a request to its own hung FUSE mount)
+// keeps its state D, not Z, until that request is aborted, but never runs
+// again.
 func processAlive(pid int) bool {
 	if syscall.Kill(pid, 0) != nil {
 		return false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
 		return false
 	}
-	// pid (comm) S ...
-	s := string(b)
-	if i := strings.LastIndexByte(s, ')'); i >= 0 && i+2 < len(s) {
-		return s[i+2] != 'Z'
+	for _, line := range strings.Split(string(b), "\n") {
+		key, val, _ := strings.Cut(line, ":")
+		val = strings.TrimSpace(val)
+		switch key {
+		case "State":
+			if strings.HasPrefix(val, "Z") || strings.HasPrefix(val, "X") {
+				return false
+			}
+		case "SigPnd", "ShdPnd":
+			mask, err := strconv.ParseUint(val, 16, 64)
+			if err == nil && mask&(1<<(syscall.SIGKILL-1)) != 0 {
+				return false
+			}
+		}
 	}
 	return true
 }
