@@ -89,6 +89,16 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 		picks = append(picks, blockKey{k.Ino, k.Blk})
 		return true
 	})
+	// The log must be replayed from the oldest op that made a page dirty
+	// which this round leaves dirty: the first page of the cut's queue not
+	// picked. It must come from the cut, not from the live queue after the
+	// round: a page dirty at the cut can be dropped after the copy (an
+	// unlink, a truncate) by an op later than what this round makes
+	// durable, and the image must still be completed by replay up to it.
+	replay := cutLSN + 1
+	if k, ok := dq.GetAt(len(picks)); ok && k.LSN < replay {
+		replay = k.LSN
+	}
 	slices.SortFunc(picks, func(a, b blockKey) int {
 		if a.ino != b.ino {
 			if a.ino < b.ino {
@@ -112,6 +122,9 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 
 	// 2. Copy the chosen pages into records and append them to the backend.
 	runs, gone, copyLSN, bytes, err := e.copyOut(picks)
+	if e.afterCopy != nil {
+		e.afterCopy() // tests: ops landing between the copy and the repointing
+	}
 	if err == nil && len(runs) > 0 {
 		err = e.be.Sync()
 	}
@@ -136,10 +149,6 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	}
 	for ino := range destaged {
 		changed.inos[ino] = struct{}{}
-	}
-	replay := cutLSN + 1
-	if k, ok := e.dirtyQ.Min(); ok && k.LSN < replay {
-		replay = k.LSN
 	}
 	if len(runs) > 0 {
 		e.signalRoomLocked()

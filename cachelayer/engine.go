@@ -135,6 +135,7 @@ type Engine struct {
 
 	destageMu sync.Mutex // one destage round at a time; before mu
 	stageBuf  []byte     // destage's copy of pages (under destageMu)
+	afterCopy func()     // tests only: runs between a round's copy and its repointing
 
 	mu          sync.Mutex
 	st          meta

@@ -361,7 +361,7 @@ func compare(t *testing.T, e *Engine, m *model, when string) {
 					t.Fatalf("%s: %s nlink %d, want %d", when, p, in.Nlink, nl)
 				}
 				if got := readAll(t, e, ent.Ino); !bytes.Equal(got, n.data) {
-					t.Fatalf("%s: %s content differs (len %d vs %d)", when, p, len(got), len(n.data))
+					t.Fatalf("%s: %s (object %d) content differs (len %d vs %d): %s", when, p, ent.Ino, len(got), len(n.data), diffRanges(got, n.data))
 				}
 			}
 			for k, v := range n.xattrs {
@@ -636,4 +636,41 @@ func runModel(t *testing.T, seed int64, steps int) {
 	}
 	r.restart()
 	compare(t, r.e, m, "end")
+}
+
+// diffRanges describes where got and want differ, block by block.
+func diffRanges(got, want []byte) string {
+	var out []string
+	for i := 0; i < max(len(got), len(want)); {
+		g := func(j int) int {
+			if j < len(got) {
+				return int(got[j])
+			}
+			return -1
+		}
+		w := func(j int) int {
+			if j < len(want) {
+				return int(want[j])
+			}
+			return -1
+		}
+		if g(i) == w(i) {
+			i++
+			continue
+		}
+		j := i
+		zeros := true
+		for j < max(len(got), len(want)) && g(j) != w(j) {
+			if g(j) != 0 {
+				zeros = false
+			}
+			j++
+		}
+		out = append(out, fmt.Sprintf("[%d,%d) blocks %d-%d got-zeros=%v", i, j, i/BlockSize, (j-1)/BlockSize, zeros))
+		i = j
+		if len(out) > 8 {
+			break
+		}
+	}
+	return strings.Join(out, " ")
 }
