@@ -79,17 +79,28 @@ func (e *Engine) recover() error {
 	for _, in := range ins {
 		e.st.inodes.Set(in)
 	}
+	replayAfter := h.replay - 1
 	if last := e.wal.LastLSN(); last < h.cut {
-		return fmt.Errorf("cachelayer: the log ends at LSN %d but the backend's metadata is at LSN %d: the log belongs to an older state of this filesystem", last, h.cut)
+		// The engine syncs the log past a cut before it persists the cut,
+		// so a log that ends before it was formatted (dcache format) or
+		// replaced. Its records are not this image's continuation: skip
+		// them; Replay moves the log's LSNs past the image.
+		f := logrus.Fields{"log_last_lsn": last, "image_lsn": h.cut}
+		if h.replay <= h.cut {
+			e.log.WithFields(f).WithField("lost_from_lsn", h.replay).Error("the log ends before the backend's metadata image: it was formatted or replaced, and the ops it held that were not destaged yet are lost")
+		} else {
+			e.log.WithFields(f).Warn("the log ends before the backend's metadata image (it was formatted); nothing was pending in it")
+		}
+		replayAfter = h.cut
 	}
 
 	start := time.Now()
 	var records, first uint64
-	last, err := e.wal.Replay(h.replay-1, func(lsn uint64, rec LogRecord) error {
+	last, err := e.wal.Replay(replayAfter, func(lsn uint64, rec LogRecord) error {
 		if first == 0 {
 			first = lsn
-			if lsn != h.replay {
-				return fmt.Errorf("cachelayer: the log starts at LSN %d but replay must start at %d", lsn, h.replay)
+			if lsn != replayAfter+1 {
+				return fmt.Errorf("cachelayer: the log starts at LSN %d but replay must start at %d", lsn, replayAfter+1)
 			}
 		}
 		records++
