@@ -1,8 +1,10 @@
 package cachelayer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -96,33 +98,66 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 // committed, so the payload is free again once the op returns.
 var payloadBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteChunk+256); return &b }}
 
-// recordBufs recycles record-sized read buffers.
-var recordBufs = sync.Pool{New: func() any { b := make([]byte, MaxRecord); return &b }}
+// maxReadSpan bounds one backend read of adjacent records.
+const maxReadSpan = 1 << 20
+
+// spanBufs recycles span-sized read buffers.
+var spanBufs = sync.Pool{New: func() any { b := make([]byte, maxReadSpan); return &b }}
 
 // loadRecords reads the distinct records behind misses from the backend,
-// checksum verified, without the lock.
+// checksum verified, without the lock. Records that lie back to back in a
+// segment (a destaged sequential file does) are read with one call.
 func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte, error) {
 	recs := make(map[backend.Addr][]byte)
-	var bufs []*[]byte
+	var addrs []backend.Addr
 	for _, m := range misses {
-		if _, ok := recs[m.x.Addr]; ok {
-			continue
+		if _, ok := recs[m.x.Addr]; !ok {
+			recs[m.x.Addr] = nil
+			addrs = append(addrs, m.x.Addr)
 		}
-		bp := recordBufs.Get().(*[]byte)
-		if int(m.x.Addr.Len) > len(*bp) {
-			b := make([]byte, m.x.Addr.Len)
+	}
+	slices.SortFunc(addrs, func(a, b backend.Addr) int {
+		if a.Segment != b.Segment {
+			return cmp.Compare(a.Segment, b.Segment)
+		}
+		return cmp.Compare(a.Off, b.Off)
+	})
+	var bufs []*[]byte
+	fail := func(err error) (map[backend.Addr][]byte, []*[]byte, error) {
+		for _, b := range bufs {
+			spanBufs.Put(b)
+		}
+		return nil, nil, fmt.Errorf("cachelayer: read backend: %w", err)
+	}
+	for i := 0; i < len(addrs); {
+		j := i + 1
+		for j < len(addrs) && addrs[j].Segment == addrs[i].Segment && addrs[j].Off == addrs[j-1].End() &&
+			addrs[j].End()-addrs[i].Off <= maxReadSpan {
+			j++
+		}
+		span := addrs[j-1].End() - addrs[i].Off
+		bp := spanBufs.Get().(*[]byte)
+		if span > uint64(len(*bp)) {
+			b := make([]byte, span)
 			bp = &b
 		}
 		bufs = append(bufs, bp)
-		buf := (*bp)[:m.x.Addr.Len]
-		if err := e.be.Read(m.x.Addr, buf); err != nil {
-			for _, b := range bufs {
-				recordBufs.Put(b)
-			}
-			return nil, nil, fmt.Errorf("cachelayer: read object %d block %d: %w", m.x.Ino, m.blk, err)
+		buf := (*bp)[:span]
+		var err error
+		if j-i == 1 {
+			err = e.be.Read(addrs[i], buf)
+		} else {
+			err = e.be.ReadRange(addrs[i:j], buf)
 		}
-		e.stats.ReadMisses.Add(1)
-		recs[m.x.Addr] = buf
+		if err != nil {
+			return fail(err)
+		}
+		for _, a := range addrs[i:j] {
+			rel := a.Off - addrs[i].Off
+			recs[a] = buf[rel : rel+uint64(a.Len)]
+		}
+		e.stats.ReadMisses.Add(int64(j - i))
+		i = j
 	}
 	return recs, bufs, nil
 }
@@ -136,7 +171,7 @@ func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte
 	}
 	defer func() {
 		for _, b := range bufs {
-			recordBufs.Put(b)
+			spanBufs.Put(b)
 		}
 	}()
 	end := off + uint64(len(dst))
@@ -237,7 +272,7 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 	}
 	defer func() {
 		for _, b := range bufs {
-			recordBufs.Put(b)
+			spanBufs.Put(b)
 		}
 	}()
 	e.mu.Lock()
