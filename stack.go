@@ -351,6 +351,7 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 		AllowOther:     cfg.Fuse.AllowOther,
 		MaxWrite:       int(cfg.Fuse.MaxWrite),
 		WritebackCache: cfg.Fuse.WritebackCache,
+		ReadAhead:      int(cfg.Fuse.ReadAhead),
 		Debug:          cfg.Fuse.Debug,
 		FsName:         cfg.DataDir,
 	})

@@ -113,6 +113,9 @@ func (v *validator) sizes() {
 	}
 	v.aligned("flush.segment_size", c.Flush.SegmentSize, MiB, 4*GiB)
 	v.aligned("fuse.max_write", c.Fuse.MaxWrite, 4*KiB, MiB)
+	if v.usable("fuse.read_ahead") && (c.Fuse.ReadAhead < 0 || c.Fuse.ReadAhead > 16*MiB || c.Fuse.ReadAhead%(4*KiB) != 0) {
+		v.fail("fuse.read_ahead", "%v must be a multiple of 4KiB in 0..16MiB", c.Fuse.ReadAhead)
+	}
 	if v.usable("log.replicas") {
 		if len(c.Log.Replicas) == 0 {
 			v.fail("log.replicas", "at least one replica is needed")

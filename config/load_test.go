@@ -82,7 +82,7 @@ func defaultConfig(dir string) Config {
 		},
 		Fuse: Fuse{
 			AllowOther: true, AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second,
-			MaxWrite: MiB, WritebackCache: true, Debug: false,
+			MaxWrite: MiB, ReadAhead: 4 * MiB, WritebackCache: true, Debug: false,
 		},
 		Logging: Logging{Level: LevelInfo, Format: FormatText},
 	}

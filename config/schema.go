@@ -112,6 +112,8 @@ func schema() []key {
 			func(c *Config) *time.Duration { return &c.Fuse.NegativeTimeout }),
 		sizeKey("fuse.max_write", "largest WRITE request, a multiple of 4KiB in 4KiB..1MiB",
 			func(c *Config) *Size { return &c.Fuse.MaxWrite }),
+		sizeKey("fuse.read_ahead", "kernel read-ahead of the mount, a multiple of 4KiB in 0..16MiB",
+			func(c *Config) *Size { return &c.Fuse.ReadAhead }),
 		boolKey("fuse.writeback_cache", "kernel write-back page cache",
 			func(c *Config) *bool { return &c.Fuse.WritebackCache }),
 		boolKey("fuse.debug", "log every FUSE request (very verbose)",

@@ -68,6 +68,7 @@ type Fuse struct {
 	EntryTimeout    time.Duration // kernel dentry cache
 	NegativeTimeout time.Duration // kernel cache of failed lookups
 	MaxWrite        Size          // largest WRITE request
+	ReadAhead       Size          // kernel read-ahead of the mount
 	WritebackCache  bool          // kernel write-back page cache
 	Debug           bool          // log every FUSE request
 }
