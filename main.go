@@ -6,6 +6,10 @@
 //	dcache umount MOUNTPOINT
 //	dcache format [--config FILE] --yes
 //	dcache demo
+//	dcache stats MOUNTPOINT [--json] [--watch 1s]
+//	dcache inflight MOUNTPOINT
+//	dcache object MOUNTPOINT PATH
+//	dcache flush MOUNTPOINT [PATH]
 //	dcache version
 package main
 
@@ -56,7 +60,8 @@ func main() {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{fmt.Sprintf("%s: %v (see %s --help)", cmd.Name(), err, cmd.CommandPath())}
 	})
-	root.AddCommand(mountCmd(), umountCmd(), formatCmd(), demoCmd(), versionCmd())
+	root.AddCommand(mountCmd(), umountCmd(), formatCmd(), demoCmd(), versionCmd(),
+		statsCmd(), inflightCmd(), objectCmd(), flushCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "dcache: %v\n", err)
 		os.Exit(exitCode(err))

@@ -346,6 +346,12 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 		AttrTimeout:     cfg.Fuse.AttrTimeout,
 		EntryTimeout:    cfg.Fuse.EntryTimeout,
 		NegativeTimeout: cfg.Fuse.NegativeTimeout,
+		Stats: fs.StatsOptions{
+			DirName:       cfg.Stats.DirName,
+			ShowInReaddir: cfg.Stats.ShowInReaddir,
+			HungThreshold: cfg.Stats.HungThreshold,
+			ConfigYAML:    cfg.YAML(),
+		},
 	}, logger.WithField("component", "fs"))
 	s.srv, err = fs.Mount(mnt, s.fsys, fs.MountOptions{
 		AllowOther:     cfg.Fuse.AllowOther,

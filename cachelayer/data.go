@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/dcache/dcache/backend"
+	"github.com/dcache/dcache/internal/inflight"
 )
 
 // miss is a block a read could not serve from the cache: it is in a
@@ -81,6 +82,7 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 			e.stats.BytesRead.Add(int64(n))
 			return int(n), nil
 		}
+		inflight.SetStage(ctx, inflight.StageBackend)
 		done, err := e.readMisses(ctx, ino, off, dst[:n], misses)
 		if err != nil {
 			return 0, err
@@ -266,6 +268,7 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 			return err
 		}
 	}
+	inflight.SetStage(ctx, inflight.StageBackend)
 	recs, bufs, err := e.loadRecords(misses)
 	if err != nil {
 		return err
@@ -356,6 +359,7 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 	e.stats.BytesWritten.Add(int64(n))
 	if wo.Sync && e.cfg.Sync != SyncAlways {
 		// The bytes are written: not cut short by an interruption (see run).
+		inflight.SetStage(ctx, inflight.StageLog)
 		if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
 			return 0, e.logErr(err)
 		}
@@ -380,6 +384,7 @@ func (e *Engine) throttle(ctx context.Context, blocks int) error {
 		if start.IsZero() {
 			start = time.Now()
 			e.stats.ThrottleWaits.Add(1)
+			inflight.SetStage(ctx, inflight.StageDestage)
 		}
 		if err := e.waitRoomLocked(ctx); err != nil {
 			return err
@@ -403,6 +408,7 @@ func (e *Engine) waitPages(ctx context.Context, n int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for e.pool.available() < n {
+		inflight.SetStage(ctx, inflight.StageDestage)
 		if e.pool.available()+e.pool.nDirty < n {
 			return fmt.Errorf("cachelayer: %d pages needed, the cache has %d: %w", n, e.pool.pages(), ErrNoSpace)
 		}

@@ -60,9 +60,21 @@ const minDeltaBeforeCheckpoint = 16 << 20
 // destage runs one round. persist=false (used while replaying the log)
 // only moves data and keeps everything else for the round after recovery.
 func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) error {
+	return e.destageRound(ctx, scope, persist, nil)
+}
+
+// destageRound runs one round; a non-nil only limits it to the dirty pages
+// of those objects (scope destageAll), leaving the others dirty.
+func (e *Engine) destageRound(ctx context.Context, scope destageScope, persist bool, only map[Ino]struct{}) (err error) {
 	e.destageMu.Lock()
 	defer e.destageMu.Unlock()
 	start := time.Now()
+	e.roundStart.Store(start.UnixNano())
+	defer func() {
+		e.roundStart.Store(0)
+		e.roundTotal.Store(0)
+		e.roundDone.Store(0)
+	}()
 
 	// 1. The cut.
 	e.mu.Lock()
@@ -81,14 +93,6 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	e.changed = newChangeSet()
 	e.mu.Unlock()
 
-	picks := make([]blockKey, 0, target)
-	dq.Scan(func(k dirtyKey) bool {
-		if len(picks) >= target {
-			return false
-		}
-		picks = append(picks, blockKey{k.Ino, k.Blk})
-		return true
-	})
 	// The log must be replayed from the oldest op that made a page dirty
 	// which this round leaves dirty: the first page of the cut's queue not
 	// picked. It must come from the cut, not from the live queue after the
@@ -96,8 +100,28 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	// unlink, a truncate) by an op later than what this round makes
 	// durable, and the image must still be completed by replay up to it.
 	replay := cutLSN + 1
-	if k, ok := dq.GetAt(len(picks)); ok && k.LSN < replay {
-		replay = k.LSN
+	var picks []blockKey
+	if only != nil {
+		dq.Scan(func(k dirtyKey) bool {
+			if _, ok := only[k.Ino]; ok {
+				picks = append(picks, blockKey{k.Ino, k.Blk})
+			} else if k.LSN < replay {
+				replay = k.LSN
+			}
+			return true
+		})
+	} else {
+		picks = make([]blockKey, 0, target)
+		dq.Scan(func(k dirtyKey) bool {
+			if len(picks) >= target {
+				return false
+			}
+			picks = append(picks, blockKey{k.Ino, k.Blk})
+			return true
+		})
+		if k, ok := dq.GetAt(len(picks)); ok && k.LSN < replay {
+			replay = k.LSN
+		}
 	}
 	slices.SortFunc(picks, func(a, b blockKey) int {
 		if a.ino != b.ino {
@@ -118,6 +142,19 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 		e.mu.Lock()
 		e.changed.merge(changed)
 		e.mu.Unlock()
+	}
+	if len(picks) > 0 {
+		e.roundTotal.Store(int64(len(picks)) * BlockSize)
+		e.mu.Lock()
+		e.noteAttemptLocked(picks)
+		e.mu.Unlock()
+		defer func() {
+			if err != nil {
+				e.mu.Lock()
+				e.noteFailureLocked(picks, err)
+				e.mu.Unlock()
+			}
+		}()
 	}
 
 	// 2. Copy the chosen pages into records and append them to the backend.
@@ -182,6 +219,9 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 		if err := e.wal.Trim(replay - 1); err != nil {
 			return fmt.Errorf("cachelayer: destage: trim log to %d: %w", replay-1, err)
 		}
+		e.mu.Lock()
+		e.noteTrimLocked(replay - 1)
+		e.mu.Unlock()
 	}
 	e.stats.DestageRounds.Add(1)
 	e.log.WithFields(logrus.Fields{
@@ -209,6 +249,7 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 		}
 		cur.addr = addr
 		bytes += int64(len(buf))
+		e.roundDone.Add(int64(len(buf)))
 		runs = append(runs, *cur)
 		cur, buf = nil, buf[:0]
 		return nil

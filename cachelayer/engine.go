@@ -12,6 +12,7 @@ import (
 	"github.com/tidwall/btree"
 
 	"github.com/dcache/dcache/backend"
+	"github.com/dcache/dcache/internal/inflight"
 )
 
 // SyncMode says when logged ops become durable without an explicit fsync.
@@ -160,6 +161,12 @@ type Engine struct {
 	started time.Time
 
 	stats Stats
+
+	// objLogs tracks objects with records in the log (under mu).
+	objLogs map[Ino]objLog
+	// The running destage round, for Progress: its start (unix ns, 0 when
+	// none), the bytes it copies out and those already appended.
+	roundStart, roundTotal, roundDone atomic.Int64
 }
 
 // dirtyKey orders dirty pages by the LSN of the op that made them dirty.
@@ -254,6 +261,7 @@ const maxMetaPayload = 16 << 10
 func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func() (*txn, error)) (uint64, error) {
 	var ent WALEntry
 	var err error
+	inflight.SetStage(ctx, inflight.StageLog)
 	if rec != nil {
 		ent, err = e.wal.Reserve(ctx, *rec)
 	} else {
@@ -262,6 +270,7 @@ func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func(
 	if err != nil {
 		return 0, e.logErr(err)
 	}
+	inflight.SetStage(ctx, inflight.StageCache)
 	committed := false
 	defer func() {
 		if !committed {
@@ -312,6 +321,11 @@ func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func(
 		}
 		committed = true
 		e.applyLocked(t.muts, lsn)
+		if rec != nil {
+			e.noteLogLocked(Ino(rec.Obj), lsn)
+		} else {
+			e.noteLogLocked(t.obj, lsn)
+		}
 		for _, ino := range t.refs {
 			e.refs[ino]++
 		}
@@ -321,6 +335,7 @@ func (e *Engine) run(ctx context.Context, space int, rec *LogRecord, build func(
 			// The op has taken effect: an interrupted request must not
 			// report it failed (the caller would retry a done create or
 			// rename), so the wait for durability ignores cancellation.
+			inflight.SetStage(ctx, inflight.StageLog)
 			if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
 				return lsn, e.logErr(err)
 			}
@@ -347,6 +362,7 @@ func (e *Engine) Sync(ctx context.Context) error {
 	if lsn == 0 {
 		return nil
 	}
+	inflight.SetStage(ctx, inflight.StageLog)
 	if err := e.wal.Sync(ctx, lsn); err != nil {
 		return e.logErr(err)
 	}

@@ -35,6 +35,7 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 		dirtyQ:  btree.NewBTreeGOptions(dirtyKeyLess, treeOpts),
 		pool:    p,
 		refs:    make(map[Ino]int32),
+		objLogs: make(map[Ino]objLog),
 		changed: newChangeSet(),
 		roomCh:  make(chan struct{}),
 		kick:    make(chan struct{}, 1),

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -95,6 +96,36 @@ func (v *validator) validate() {
 	v.flush()
 	v.durations()
 	v.paths()
+	v.stats()
+}
+
+// stats checks the statistics directory's name and the metrics address.
+func (v *validator) stats() {
+	c := v.c.Stats
+	if v.usable("stats.dir_name") {
+		n := c.DirName
+		switch {
+		case n == "" || n == "." || n == "..":
+			v.fail("stats.dir_name", "%q is not a usable file name", n)
+		case strings.ContainsAny(n, "/\x00"):
+			v.fail("stats.dir_name", "%q must be one file name, without / or NUL", n)
+		case len(n) > 255:
+			v.fail("stats.dir_name", "%d bytes is longer than a file name may be (255)", len(n))
+		}
+	}
+	if v.usable("stats.hung_threshold") && c.HungThreshold <= 0 {
+		v.fail("stats.hung_threshold", "%s must be above 0", durationString(c.HungThreshold))
+	}
+	if v.usable("stats.metrics_listen") && c.MetricsListen != "" {
+		host, port, err := net.SplitHostPort(c.MetricsListen)
+		if err != nil {
+			v.fail("stats.metrics_listen", "%q is not HOST:PORT (e.g. 127.0.0.1:9567)", c.MetricsListen)
+		} else if p, err := strconv.Atoi(port); err != nil || p < 0 || p > 65535 {
+			v.fail("stats.metrics_listen", "port %q of %q is not a number in 0..65535", port, c.MetricsListen)
+		} else if host != "" && net.ParseIP(host) == nil && strings.ContainsAny(host, " /") {
+			v.fail("stats.metrics_listen", "host %q of %q is not an address or a host name", host, c.MetricsListen)
+		}
+	}
 }
 
 func (v *validator) sizes() {

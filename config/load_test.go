@@ -85,6 +85,7 @@ func defaultConfig(dir string) Config {
 			MaxWrite: MiB, ReadAhead: 4 * MiB, WritebackCache: true, Debug: false,
 		},
 		Logging: Logging{Level: LevelInfo, Format: FormatText},
+		Stats:   Stats{DirName: ".dcache", HungThreshold: 5 * time.Second},
 	}
 }
 
@@ -178,6 +179,8 @@ func TestLoadOverrides(t *testing.T) {
 				"--fuse.allow_other=false", "--fuse.attr_timeout", "0", "--fuse.entry_timeout", "2s",
 				"--fuse.negative_timeout", "0s", "--fuse.max_write", "128KiB", "--fuse.writeback_cache=false",
 				"--fuse.debug", "--logging.level", "trace", "--logging.format", "json",
+				"--stats.dir_name", ".stats", "--stats.show_in_readdir", "--stats.hung_threshold", "2s",
+				"--stats.metrics_listen", "127.0.0.1:9567",
 			}},
 			check: func(c *Config) bool {
 				return c.DataDir == "/srv/dc" && c.Quota.DirtyBytes == 256*MiB && c.Flush.HighWatermark == 0.8 &&
@@ -188,7 +191,8 @@ func TestLoadOverrides(t *testing.T) {
 					c.Log.Compression == CompressionNone && !c.Fuse.AllowOther && c.Fuse.AttrTimeout == 0 &&
 					c.Fuse.EntryTimeout == 2*time.Second && c.Fuse.NegativeTimeout == 0 &&
 					c.Fuse.MaxWrite == 128*KiB && !c.Fuse.WritebackCache && c.Fuse.Debug &&
-					c.Logging == Logging{LevelTrace, FormatJSON}
+					c.Logging == Logging{LevelTrace, FormatJSON} &&
+					c.Stats == Stats{".stats", true, 2 * time.Second, "127.0.0.1:9567"}
 			},
 			origins: map[string]string{"data_dir": "--data-dir", "fuse.debug": "--fuse.debug"},
 		},
@@ -325,6 +329,18 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`backend.type: "s3" is not one of dir`}},
 		{name: "bad sync", in: input{file: "log:\n  sync: never\n"},
 			want: []string{`log.sync: "never" is not one of fsync, always, interval`}},
+		{name: "stats dir name with a slash", in: input{args: []string{"--stats.dir_name", "a/b"}},
+			want: []string{`stats.dir_name: "a/b" must be one file name`}, n: 1},
+		{name: "stats dir name empty", in: input{file: "stats:\n  dir_name: \"\"\n"},
+			want: []string{`stats.dir_name: "" is not a usable file name`}, n: 1},
+		{name: "stats dir name dot dot", in: input{env: []string{"DCACHE_STATS_DIR_NAME=.."}},
+			want: []string{`stats.dir_name: ".." is not a usable file name`}, n: 1},
+		{name: "hung threshold zero", in: input{args: []string{"--stats.hung_threshold", "0s"}},
+			want: []string{`stats.hung_threshold: 0s must be above 0`}, n: 1},
+		{name: "metrics address without port", in: input{args: []string{"--stats.metrics_listen", "localhost"}},
+			want: []string{`stats.metrics_listen: "localhost" is not HOST:PORT`}, n: 1},
+		{name: "metrics address bad port", in: input{args: []string{"--stats.metrics_listen", "127.0.0.1:http99"}},
+			want: []string{`stats.metrics_listen: port "http99"`}, n: 1},
 
 		// Unknown names.
 		{name: "unknown top key", in: input{file: "cachee:\n  size: 1GiB\n"},

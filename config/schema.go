@@ -122,6 +122,14 @@ func schema() []key {
 			func(c *Config) *LogLevel { return &c.Logging.Level }),
 		enumKey("logging.format", "log format", []LogFormat{FormatText, FormatJSON},
 			func(c *Config) *LogFormat { return &c.Logging.Format }),
+		newKey("stats.dir_name", "string", "name of the statistics directory at the mount root",
+			parseString, formatString, func(c *Config) *string { return &c.Stats.DirName }),
+		boolKey("stats.show_in_readdir", "list the statistics directory in the root directory",
+			func(c *Config) *bool { return &c.Stats.ShowInReaddir }),
+		durationKey("stats.hung_threshold", "requests older than this are listed in inflight and logged, > 0",
+			func(c *Config) *time.Duration { return &c.Stats.HungThreshold }),
+		newKey("stats.metrics_listen", "string", `HOST:PORT of the Prometheus metrics endpoint ("" = off)`,
+			parseString, formatString, func(c *Config) *string { return &c.Stats.MetricsListen }),
 	}
 }
 

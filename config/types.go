@@ -15,6 +15,7 @@ type Config struct {
 	Log     Log
 	Fuse    Fuse
 	Logging Logging
+	Stats   Stats
 
 	// origins maps a key to where its value came from, for the comments
 	// that YAML writes. Nil for a Config built by hand.
@@ -71,6 +72,14 @@ type Fuse struct {
 	ReadAhead       Size          // kernel read-ahead of the mount
 	WritebackCache  bool          // kernel write-back page cache
 	Debug           bool          // log every FUSE request
+}
+
+// Stats configures the .dcache directory and the metrics endpoint.
+type Stats struct {
+	DirName       string        // name of the statistics directory at the mount root
+	ShowInReaddir bool          // list it in the root directory
+	HungThreshold time.Duration // a request older than this is listed in inflight and warned about
+	MetricsListen string        // address of the Prometheus endpoint; "" = off
 }
 
 // Logging configures the process log.

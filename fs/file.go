@@ -18,11 +18,16 @@ func openOut(flags uint32, out *fuse.OpenOut) {
 }
 
 func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out *fuse.CreateOut) fuse.Status {
+	rq := f.begin(opCreate, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if st := f.ctlNameOp(in.NodeId, name, syscall.EEXIST); st != fuse.OK {
+		return st
+	}
 	mode := modeType(in.Mode, syscall.S_IFREG)
 	if mode&syscall.S_IFMT != syscall.S_IFREG {
 		return fuse.EINVAL
 	}
-	obj, err := f.eng.Create(cancelCtx(cancel), cachelayer.Ino(in.NodeId), name, cachelayer.NewObject{Mode: mode}, creator(&in.InHeader, mode))
+	obj, err := f.eng.Create(rq.ctx, cachelayer.Ino(in.NodeId), name, cachelayer.NewObject{Mode: mode}, creator(&in.InHeader, mode))
 	if err != nil {
 		return f.toStatus("create", err)
 	}
@@ -33,6 +38,11 @@ func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out 
 }
 
 func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fuse.Status {
+	rq := f.begin(opOpen, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		return f.ctlOpen(in.NodeId, in.Flags, out)
+	}
 	ino := cachelayer.Ino(in.NodeId)
 	obj, err := f.eng.GetAttr(ino)
 	if err != nil {
@@ -47,27 +57,44 @@ func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 }
 
 func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
+	rq := f.begin(opRelease, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		f.ctlRelease(in.Fh)
+		return
+	}
 	f.eng.Unref(cachelayer.Ino(in.NodeId), 1)
 }
 
 func (f *FS) Read(cancel <-chan struct{}, in *fuse.ReadIn, buf []byte) (fuse.ReadResult, fuse.Status) {
+	rq := f.begin(opRead, in.NodeId, in.Offset, cancel)
+	n := 0
+	defer func() { f.end(&rq, int64(n)) }()
 	if uint32(len(buf)) > in.Size {
 		buf = buf[:in.Size]
 	}
-	n, err := f.eng.Read(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Offset, buf)
+	if isCtl(in.NodeId) {
+		return f.ctlRead(in.Fh, in.Offset, buf)
+	}
+	n, err := f.eng.Read(rq.ctx, cachelayer.Ino(in.NodeId), in.Offset, buf)
 	if err != nil {
 		return nil, f.toStatus("read", err)
 	}
 	return fuse.ReadResultData(buf[:n]), fuse.OK
 }
 
-func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint32, fuse.Status) {
+func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (written uint32, st fuse.Status) {
+	rq := f.begin(opWrite, in.NodeId, in.Offset, cancel)
+	defer func() { f.end(&rq, int64(written)) }()
+	if isCtl(in.NodeId) {
+		return f.ctlWrite(rq.ctx, in.NodeId, data)
+	}
 	kill := in.WriteFlags&fuse.WRITE_KILL_SUIDGID != 0
 	// Writes from the kernel's page cache are made durable by the fsync the
 	// kernel sends for O_SYNC files; a direct O_SYNC write must wait here.
 	sync := in.WriteFlags&fuse.WRITE_CACHE == 0 && in.Flags&(syscall.O_SYNC|syscall.O_DSYNC) != 0
 	wo := cachelayer.WriteOpts{KillSuidGid: kill, Sync: sync, KeepTimes: f.kernelTimes}
-	n, err := f.eng.Write(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Offset, data, wo)
+	n, err := f.eng.Write(rq.ctx, cachelayer.Ino(in.NodeId), in.Offset, data, wo)
 	if err != nil {
 		return 0, f.toStatus("write", err)
 	}
@@ -81,15 +108,30 @@ func (f *FS) Write(cancel <-chan struct{}, in *fuse.WriteIn, data []byte) (uint3
 func (f *FS) Flush(cancel <-chan struct{}, in *fuse.FlushIn) fuse.Status { return fuse.ENOSYS }
 
 func (f *FS) Fsync(cancel <-chan struct{}, in *fuse.FsyncIn) fuse.Status {
-	return f.toStatus("fsync", f.eng.Sync(cancelCtx(cancel)))
+	rq := f.begin(opFsync, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		return fuse.OK
+	}
+	return f.toStatus("fsync", f.eng.Sync(rq.ctx))
 }
 
 func (f *FS) Fallocate(cancel <-chan struct{}, in *fuse.FallocateIn) fuse.Status {
-	err := f.eng.Fallocate(cancelCtx(cancel), cachelayer.Ino(in.NodeId), in.Mode, in.Offset, in.Length)
+	rq := f.begin(opFallocate, in.NodeId, in.Offset, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		return fuse.EPERM
+	}
+	err := f.eng.Fallocate(rq.ctx, cachelayer.Ino(in.NodeId), in.Mode, in.Offset, in.Length)
 	return f.toStatus("fallocate", err)
 }
 
 func (f *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut) fuse.Status {
+	rq := f.begin(opLseek, in.NodeId, in.Offset, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		return fuse.EINVAL
+	}
 	switch in.Whence {
 	case cachelayer.SeekData, cachelayer.SeekHole:
 	default:
@@ -104,6 +146,11 @@ func (f *FS) Lseek(cancel <-chan struct{}, in *fuse.LseekIn, out *fuse.LseekOut)
 }
 
 func (f *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string, dest []byte) (uint32, fuse.Status) {
+	rq := f.begin(opGetxattr, h.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(h.NodeId) {
+		return 0, fuse.ENOATTR
+	}
 	v, err := f.eng.GetXattr(cachelayer.Ino(h.NodeId), name)
 	if err != nil {
 		return 0, f.toStatus("getxattr", err)
@@ -118,6 +165,11 @@ func (f *FS) GetXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string, des
 }
 
 func (f *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (uint32, fuse.Status) {
+	rq := f.begin(opListxattr, h.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(h.NodeId) {
+		return 0, fuse.OK
+	}
 	names, err := f.eng.ListXattr(cachelayer.Ino(h.NodeId))
 	if err != nil {
 		return 0, f.toStatus("listxattr", err)
@@ -142,7 +194,12 @@ func (f *FS) ListXAttr(cancel <-chan struct{}, h *fuse.InHeader, dest []byte) (u
 }
 
 func (f *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string, data []byte) fuse.Status {
-	err := f.eng.SetXattr(cancelCtx(cancel), cachelayer.Ino(in.NodeId), name, data, in.Flags)
+	rq := f.begin(opSetxattr, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		return fuse.EPERM
+	}
+	err := f.eng.SetXattr(rq.ctx, cachelayer.Ino(in.NodeId), name, data, in.Flags)
 	if err == cachelayer.ErrTooBig {
 		return fuse.Status(syscall.E2BIG)
 	}
@@ -150,5 +207,10 @@ func (f *FS) SetXAttr(cancel <-chan struct{}, in *fuse.SetXAttrIn, name string, 
 }
 
 func (f *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) fuse.Status {
-	return f.toStatus("removexattr", f.eng.RemoveXattr(cancelCtx(cancel), cachelayer.Ino(h.NodeId), name))
+	rq := f.begin(opRemovexattr, h.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(h.NodeId) {
+		return fuse.EPERM
+	}
+	return f.toStatus("removexattr", f.eng.RemoveXattr(rq.ctx, cachelayer.Ino(h.NodeId), name))
 }

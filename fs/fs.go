@@ -27,11 +27,20 @@ import (
 	"github.com/dcache/dcache/cachelayer"
 )
 
-// Options tune what the kernel may cache.
+// Options tune what the kernel may cache, and the statistics directory.
 type Options struct {
 	AttrTimeout     time.Duration // attributes
 	EntryTimeout    time.Duration // name -> object
 	NegativeTimeout time.Duration // "no such name"
+	Stats           StatsOptions
+}
+
+// StatsOptions configure the statistics and control directory.
+type StatsOptions struct {
+	DirName       string        // its name at the mount root (default .dcache)
+	ShowInReaddir bool          // list it in the root directory
+	HungThreshold time.Duration // requests older than this are hung (default 5s)
+	ConfigYAML    []byte        // the content of its config file
 }
 
 // FS serves one engine over FUSE.
@@ -54,18 +63,35 @@ type FS struct {
 	nextFh  uint64
 	server  *fuse.Server
 	unmount chan struct{}
+
+	started time.Time
+	stats   *opStats
+	win     *windows
+	ctlh    ctlHandles
 }
 
 // New returns a filesystem serving eng.
 func New(eng *cachelayer.Engine, opts Options, log *logrus.Entry) *FS {
-	return &FS{
+	if opts.Stats.DirName == "" {
+		opts.Stats.DirName = ".dcache"
+	}
+	if opts.Stats.HungThreshold <= 0 {
+		opts.Stats.HungThreshold = 5 * time.Second
+	}
+	f := &FS{
 		RawFileSystem: fuse.NewDefaultRawFileSystem(),
 		eng:           eng,
 		opts:          opts,
 		log:           log,
 		dirs:          make(map[uint64]*dirHandle),
 		unmount:       make(chan struct{}),
+		started:       time.Now(),
+		stats:         newOpStats(),
+		win:           newWindows(),
 	}
+	f.ctlh.m = make(map[uint64]*ctlHandle)
+	f.win.zero = f.takeSample()
+	return f
 }
 
 func (f *FS) String() string { return "dcache" }
@@ -76,6 +102,7 @@ func (f *FS) Init(s *fuse.Server) {
 	f.mu.Lock()
 	f.server = s
 	f.mu.Unlock()
+	go f.sampler()
 }
 
 // OnUnmount is called when the kernel unmounts the filesystem.
@@ -129,6 +156,14 @@ func caller(h *fuse.InHeader) cachelayer.Caller {
 // Lookup resolves a name. A missing name is answered with node id 0 and the
 // negative timeout, so the kernel caches the absence.
 func (f *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *fuse.EntryOut) fuse.Status {
+	rq := f.begin(opLookup, h.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(h.NodeId) {
+		return f.ctlLookup(h.NodeId, name, out)
+	}
+	if f.isCtlEntry(h.NodeId, name) {
+		return f.ctlEntry(ctlDirID, out)
+	}
 	in, err := f.eng.LookupRef(cachelayer.Ino(h.NodeId), name)
 	if err == cachelayer.ErrNotExist && f.opts.NegativeTimeout > 0 {
 		*out = fuse.EntryOut{}
@@ -144,13 +179,19 @@ func (f *FS) Lookup(cancel <-chan struct{}, h *fuse.InHeader, name string, out *
 
 // Forget drops the kernel's lookup references.
 func (f *FS) Forget(nodeid, nlookup uint64) {
-	if nodeid == fuse.FUSE_ROOT_ID {
+	if nodeid == fuse.FUSE_ROOT_ID || isCtl(nodeid) {
 		return
 	}
 	f.eng.Unref(cachelayer.Ino(nodeid), int32(nlookup))
 }
 
 func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrOut) fuse.Status {
+	rq := f.begin(opGetattr, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		out.AttrValid, out.AttrValidNsec = splitTime(f.opts.AttrTimeout)
+		return fuse.Status(f.ctlAttr(in.NodeId, &out.Attr))
+	}
 	ino, err := f.eng.GetAttr(cachelayer.Ino(in.NodeId))
 	if err != nil {
 		return f.toStatus("getattr", err)
@@ -160,6 +201,11 @@ func (f *FS) GetAttr(cancel <-chan struct{}, in *fuse.GetAttrIn, out *fuse.AttrO
 }
 
 func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrOut) fuse.Status {
+	rq := f.begin(opSetattr, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		return f.ctlSetAttr(in, out)
+	}
 	var sa cachelayer.SetAttr
 	v := in.Valid
 	if v&fuse.FATTR_MODE != 0 {
@@ -198,7 +244,7 @@ func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 		sa.Ctime = &t
 	}
 	sa.KillSuidGid = v&fuse.FATTR_KILL_SUIDGID != 0
-	ino, err := f.eng.SetAttr(cancelCtx(cancel), cachelayer.Ino(in.NodeId), sa)
+	ino, err := f.eng.SetAttr(rq.ctx, cachelayer.Ino(in.NodeId), sa)
 	if err != nil {
 		return f.toStatus("setattr", err)
 	}
@@ -208,6 +254,8 @@ func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 
 // StatFs reports the backend's real capacity; objects are not limited.
 func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
+	rq := f.begin(opStatfs, h.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
 	info, err := f.eng.StatFS()
 	if err != nil {
 		return f.toStatus("statfs", err)
@@ -229,6 +277,18 @@ func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOu
 // Access is answered by the kernel itself under default_permissions; an
 // explicit access(2) check still gets a real answer.
 func (f *FS) Access(cancel <-chan struct{}, in *fuse.AccessIn) fuse.Status {
+	rq := f.begin(opAccess, in.NodeId, 0, cancel)
+	defer f.end(&rq, 0)
+	if isCtl(in.NodeId) {
+		var a fuse.Attr
+		if errno := f.ctlAttr(in.NodeId, &a); errno != 0 {
+			return fuse.Status(errno)
+		}
+		if in.Mask&2 != 0 && (in.Uid != 0 || a.Mode&0o200 == 0) || in.Mask&1 != 0 && a.Mode&0o111 == 0 {
+			return fuse.EACCES
+		}
+		return fuse.OK
+	}
 	ino, err := f.eng.GetAttr(cachelayer.Ino(in.NodeId))
 	if err != nil {
 		return f.toStatus("access", err)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
+	logtest "github.com/sirupsen/logrus/hooks/test"
 
 	"github.com/dcache/dcache/backend"
 	"github.com/dcache/dcache/cachelayer"
@@ -31,6 +32,12 @@ type testMount struct {
 	fs      *FS
 	srv     *fuse.Server
 	mounted bool
+
+	// Set before the first mount by newTestMountWith.
+	wrapDev func(device.Device) device.Device // wraps the log device
+	stats   StatsOptions
+	record  bool // record the log in hook
+	hook    *logtest.Hook
 }
 
 func testLogger(t testing.TB) *logrus.Entry {
@@ -43,6 +50,11 @@ func testLogger(t testing.TB) *logrus.Entry {
 }
 
 func newTestMount(t testing.TB, cfg cachelayer.Config) *testMount {
+	return newTestMountWith(t, cfg, nil)
+}
+
+// newTestMountWith mounts after setup has changed the mount's settings.
+func newTestMountWith(t testing.TB, cfg cachelayer.Config, setup func(*testMount)) *testMount {
 	if os.Geteuid() != 0 {
 		t.Skip("mounting needs root")
 	}
@@ -53,6 +65,9 @@ func newTestMount(t testing.TB, cfg cachelayer.Config) *testMount {
 	tm.mnt = filepath.Join(tm.dir, "mnt")
 	if err := os.Mkdir(tm.mnt, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if setup != nil {
+		setup(tm)
 	}
 	tm.mount()
 	t.Cleanup(func() {
@@ -69,6 +84,9 @@ func (tm *testMount) mount() {
 	t := tm.t
 	t.Helper()
 	log := testLogger(t)
+	if tm.record {
+		tm.hook = logtest.NewLocal(log.Logger)
+	}
 	be, _, err := backend.Open(backend.OSFS{}, filepath.Join(tm.dir, "backend"), backend.Config{SegmentSize: 16 << 20}, log)
 	if err != nil {
 		t.Fatalf("backend: %v", err)
@@ -85,7 +103,11 @@ func (tm *testMount) mount() {
 			t.Fatalf("format log: %v", err)
 		}
 	}
-	wal, err := logarea.Open([]device.Device{dev}, be.ID(), logarea.Config{Compression: true}, log)
+	logDev := dev
+	if tm.wrapDev != nil {
+		logDev = tm.wrapDev(dev)
+	}
+	wal, err := logarea.Open([]device.Device{logDev}, be.ID(), logarea.Config{Compression: true}, log)
 	if err != nil {
 		t.Fatalf("open log: %v", err)
 	}
@@ -93,7 +115,7 @@ func (tm *testMount) mount() {
 	if err != nil {
 		t.Fatalf("engine: %v", err)
 	}
-	f := New(eng, Options{AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second}, log)
+	f := New(eng, Options{AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second, Stats: tm.stats}, log)
 	srv, err := Mount(tm.mnt, f, tm.mo)
 	if err != nil {
 		t.Fatalf("mount: %v", err)

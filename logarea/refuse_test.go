@@ -144,7 +144,8 @@ func TestFormatAndConfigErrors(t *testing.T) {
 }
 
 // TestImports holds the layering: logarea uses only the standard library,
-// logrus, snappy and internal/device, and nothing of the cache or FUSE.
+// logrus, snappy, internal/device and internal/inflight (to say which
+// replica a request waits on), and nothing of the cache or FUSE.
 func TestImports(t *testing.T) {
 	gobin, err := exec.LookPath("go")
 	if err != nil {
@@ -154,7 +155,7 @@ func TestImports(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	allowed := []string{"github.com/sirupsen/logrus", "github.com/golang/snappy", "github.com/dcache/dcache/internal/device"}
+	allowed := []string{"github.com/sirupsen/logrus", "github.com/golang/snappy", "github.com/dcache/dcache/internal/device", "github.com/dcache/dcache/internal/inflight"}
 	for _, imp := range strings.Fields(string(out)) {
 		if strings.Contains(imp, ".") && !contains(allowed, imp) {
 			t.Errorf("logarea imports %s", imp)

@@ -6,6 +6,8 @@ import (
 	"sync"
 
 	"github.com/golang/snappy"
+
+	"github.com/dcache/dcache/internal/inflight"
 )
 
 // Entry is a record with reserved room, returned by Reserve and consumed by
@@ -273,6 +275,7 @@ func (l *Log) Sync(ctx context.Context, lsn LSN) error {
 		if lsn > l.syncWanted {
 			l.syncWanted = lsn
 		}
+		inflight.SetStage(ctx, l.waitStageLocked(lsn))
 		if !l.writing && l.syncsInFlight == 0 && !l.closing && !l.metaDirty {
 			// Nothing runs: do the round and the sync here rather than
 			// hand them to the writer and wait to be woken (two fewer
@@ -305,6 +308,17 @@ func (l *Log) Sync(ctx context.Context, lsn LSN) error {
 		}
 	}
 	return nil
+}
+
+// waitStageLocked names what a Sync of lsn waits for, for the hung-request
+// finder: the first healthy replica that has not written or not synced lsn.
+func (l *Log) waitStageLocked(lsn LSN) inflight.Stage {
+	for _, r := range l.replicas {
+		if r != nil && r.health == HealthOK && (r.written < lsn || r.synced < lsn) {
+			return inflight.LogReplica(r.idx)
+		}
+	}
+	return inflight.StageLog
 }
 
 // maxSyncsInFlight is how many device syncs may overlap. Two let a sync

@@ -1,0 +1,227 @@
+// Package inflight is the hung-I/O finder's bookkeeping: a fixed table of
+// slots, one per request being served, each saying what the request is and
+// which stage it waits in. The filesystem layer claims a slot when a
+// request arrives and frees it when it is answered; the layers below say
+// where the request waits through SetStage on the request's context. A
+// scanner (the .dcache/inflight file, the hung-request warning) reads the
+// table without stopping anyone.
+//
+// Claiming and freeing a slot are a few atomic operations on a cache line
+// no other request uses; no lock, no allocation.
+package inflight
+
+import (
+	"context"
+	"fmt"
+	"math/rand/v2"
+	"sync/atomic"
+	"time"
+)
+
+// Stage says where a request waits. The low byte is the kind; for
+// StageLogReplica the replica index is above it.
+type Stage uint32
+
+// Stage kinds.
+const (
+	StageFUSE       Stage = iota // in the filesystem layer
+	StageCache                   // in the engine, under or waiting for its lock
+	StageLog                     // waiting for log space or a log sync
+	StageLogReplica              // waiting for one replica's write or sync
+	StageDestage                 // waiting for destage to make room (throttled)
+	StageBackend                 // reading from the backend
+)
+
+// LogReplica is the stage of a request waiting on replica i.
+func LogReplica(i int) Stage { return StageLogReplica | Stage(i)<<8 }
+
+// Kind is the stage without its replica index.
+func (s Stage) Kind() Stage { return s & 0xff }
+
+// Replica is the replica index of a StageLogReplica stage.
+func (s Stage) Replica() int { return int(s >> 8) }
+
+func (s Stage) String() string {
+	switch s.Kind() {
+	case StageFUSE:
+		return "fuse"
+	case StageCache:
+		return "cache"
+	case StageLog:
+		return "log"
+	case StageLogReplica:
+		return fmt.Sprintf("log replica %d", s.Replica())
+	case StageDestage:
+		return "destage"
+	case StageBackend:
+		return "backend"
+	}
+	return fmt.Sprintf("stage(%d)", uint32(s))
+}
+
+// stager is what a request's context holds.
+type stager interface{ setStage(Stage) }
+
+type ctxKey struct{}
+
+// Key is the context key under which a request's slot is found; a context
+// whose Value(Key) is a *Slot carries a tracked request.
+var Key any = ctxKey{}
+
+// SetStage records that the request carried by ctx now waits in s. It
+// does nothing for a context that carries no request.
+func SetStage(ctx context.Context, s Stage) {
+	if ctx == nil {
+		return
+	}
+	if st, ok := ctx.Value(Key).(stager); ok {
+		st.setStage(s)
+	}
+}
+
+// Slot is one request in the table. Its fields are atomics: the scanner
+// reads them while the request moves on.
+type Slot struct {
+	// start is the request's start in unix ns; 0 is a free slot, -1 one
+	// being filled in.
+	start atomic.Int64
+	id    atomic.Uint64 // request number, unique within the table
+	op    atomic.Uint32
+	stage atomic.Uint32
+	ino   atomic.Uint64
+	off   atomic.Uint64
+	// warned is the id of the last request of this slot reported hung.
+	warned atomic.Uint64
+	// done is the request's cancel channel; only its owner touches it.
+	done <-chan struct{}
+}
+
+// Bind makes the slot the request's context: Done is the request's
+// cancel channel (the kernel interrupted it), and SetStage on it, or on a
+// context derived from it, updates the slot. The slot is its own context
+// so that a request needs no allocation.
+func (s *Slot) Bind(done <-chan struct{}) context.Context {
+	s.done = done
+	return s
+}
+
+func (s *Slot) Deadline() (time.Time, bool) { return time.Time{}, false }
+func (s *Slot) Done() <-chan struct{}       { return s.done }
+func (s *Slot) Err() error {
+	select {
+	case <-s.done:
+		return context.Canceled
+	default:
+		return nil
+	}
+}
+func (s *Slot) Value(key any) any {
+	if key == Key {
+		return s
+	}
+	return nil
+}
+
+func (s *Slot) setStage(st Stage) { s.stage.Store(uint32(st)) }
+
+// SetStage records the stage the slot's request waits in.
+func (s *Slot) SetStage(st Stage) {
+	if s != nil {
+		s.stage.Store(uint32(st))
+	}
+}
+
+// Table is a fixed set of slots.
+type Table struct {
+	slots  []Slot
+	mask   uint32
+	nextID atomic.Uint64
+	// overflow counts requests not tracked because every probed slot was
+	// taken.
+	overflow atomic.Int64
+}
+
+// NewTable makes a table for about n concurrent requests (rounded up to a
+// power of two, and doubled so that probing finds a free slot quickly).
+func NewTable(n int) *Table {
+	size := 1
+	for size < 2*n {
+		size <<= 1
+	}
+	return &Table{slots: make([]Slot, size), mask: uint32(size - 1)}
+}
+
+// maxProbe bounds the search for a free slot.
+const maxProbe = 16
+
+// Begin claims a slot for a request of kind op on object ino at offset off,
+// started at now (unix ns). It returns nil when the table is full: the
+// request is then served untracked.
+func (t *Table) Begin(op uint32, ino, off uint64, now int64) *Slot {
+	i := rand.Uint32()
+	for p := uint32(0); p < maxProbe; p++ {
+		s := &t.slots[(i+p)&t.mask]
+		if s.start.Load() != 0 || !s.start.CompareAndSwap(0, -1) {
+			continue
+		}
+		s.id.Store(t.nextID.Add(1))
+		s.op.Store(op)
+		s.ino.Store(ino)
+		s.off.Store(off)
+		s.stage.Store(uint32(StageFUSE))
+		s.start.Store(now)
+		return s
+	}
+	t.overflow.Add(1)
+	return nil
+}
+
+// End frees the slot (nil is allowed).
+func (t *Table) End(s *Slot) {
+	if s != nil {
+		s.start.Store(0)
+	}
+}
+
+// Overflow is how many requests went untracked.
+func (t *Table) Overflow() int64 { return t.overflow.Load() }
+
+// Request is one tracked request as the scanner sees it.
+type Request struct {
+	ID    uint64
+	Op    uint32
+	Ino   uint64
+	Off   uint64
+	Start time.Time
+	Age   time.Duration
+	Stage Stage
+	// FirstReport is set by Older for a request not reported before.
+	FirstReport bool
+}
+
+// Older returns the requests started more than threshold before now, in
+// table order. With mark, each is marked as reported, and FirstReport is
+// true only the first time a marking call returns it.
+func (t *Table) Older(now time.Time, threshold time.Duration, mark bool) []Request {
+	var out []Request
+	limit := now.Add(-threshold).UnixNano()
+	for i := range t.slots {
+		s := &t.slots[i]
+		st := s.start.Load()
+		if st <= 0 || st > limit {
+			continue
+		}
+		id := s.id.Load()
+		r := Request{ID: id, Op: s.op.Load(), Ino: s.ino.Load(), Off: s.off.Load(), Stage: Stage(s.stage.Load())}
+		if s.start.Load() != st || s.id.Load() != id {
+			continue // freed or reused meanwhile
+		}
+		r.Start = time.Unix(0, st)
+		r.Age = now.Sub(r.Start)
+		if w := s.warned.Load(); mark && w != id && s.warned.CompareAndSwap(w, id) {
+			r.FirstReport = true
+		}
+		out = append(out, r)
+	}
+	return out
+}

@@ -1,0 +1,87 @@
+package inflight
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+func TestTableStagesAndAge(t *testing.T) {
+	tab := NewTable(4)
+	now := time.Now()
+	old := tab.Begin(7, 42, 4096, now.Add(-10*time.Second).UnixNano())
+	young := tab.Begin(8, 43, 0, now.UnixNano())
+	if old == nil || young == nil {
+		t.Fatal("a table for 4 requests refused the second")
+	}
+	done := make(chan struct{})
+	ctx := old.Bind(done)
+	// A context derived from the request's keeps reporting stages.
+	SetStage(context.WithoutCancel(ctx), LogReplica(2))
+	SetStage(context.Background(), StageBackend) // carries no request: no effect
+
+	got := tab.Older(now, 5*time.Second, true)
+	if len(got) != 1 {
+		t.Fatalf("got %d requests older than 5s, want 1: %+v", len(got), got)
+	}
+	r := got[0]
+	if r.Op != 7 || r.Ino != 42 || r.Off != 4096 || r.Stage.Kind() != StageLogReplica || r.Stage.Replica() != 2 || !r.FirstReport {
+		t.Errorf("got %+v (stage %v)", r, r.Stage)
+	}
+	if r.Age < 10*time.Second {
+		t.Errorf("age %v, want at least 10s", r.Age)
+	}
+	if again := tab.Older(now, 5*time.Second, true); len(again) != 1 || again[0].FirstReport {
+		t.Errorf("second scan: %+v, want the request without FirstReport", again)
+	}
+	if ctx.Err() != nil {
+		t.Error("Err before cancel")
+	}
+	close(done)
+	if ctx.Err() != context.Canceled {
+		t.Error("Err after cancel is not Canceled")
+	}
+	tab.End(old)
+	tab.End(young)
+	if left := tab.Older(now.Add(time.Hour), 0, false); len(left) != 0 {
+		t.Errorf("ended requests still listed: %+v", left)
+	}
+}
+
+func TestStageString(t *testing.T) {
+	for _, c := range []struct {
+		s    Stage
+		want string
+	}{
+		{StageFUSE, "fuse"}, {StageCache, "cache"}, {StageLog, "log"},
+		{LogReplica(1), "log replica 1"}, {StageDestage, "destage"}, {StageBackend, "backend"},
+	} {
+		if got := c.s.String(); got != c.want {
+			t.Errorf("%d: %q, want %q", c.s, got, c.want)
+		}
+	}
+}
+
+func TestTableFull(t *testing.T) {
+	tab := NewTable(1) // two slots
+	var held []*Slot
+	for i := 0; i < 100; i++ {
+		if s := tab.Begin(1, 1, 0, 1); s != nil {
+			held = append(held, s)
+		}
+	}
+	if len(held) != 2 || tab.Overflow() != 98 {
+		t.Errorf("held %d, overflow %d; want 2 and 98", len(held), tab.Overflow())
+	}
+}
+
+func BenchmarkBeginEnd(b *testing.B) {
+	tab := NewTable(256)
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			s := tab.Begin(1, 2, 3, 4)
+			s.SetStage(StageCache)
+			tab.End(s)
+		}
+	})
+}
