@@ -5,6 +5,9 @@ package main
 
 import (
 	"encoding/json"
+	"io"
+	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -112,6 +115,67 @@ func TestStatsObjectFlushCommands(t *testing.T) {
 		t.Errorf("stats of a plain directory: %s", r)
 	}
 	checkTree(t, s.mnt, files)
+	if r := s.run("umount", s.mnt); r.code != 0 {
+		t.Fatalf("umount: %s", r)
+	}
+}
+
+// TestMetricsEndpoint scrapes stats.metrics_listen and finds the
+// documented metric names with values that follow a write.
+func TestMetricsEndpoint(t *testing.T) {
+	requireFUSE(t)
+	s := newSite(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	s.flags = append(s.flags, "--stats.metrics_listen", addr, "--flush.max_dirty_age", "1h")
+	d := s.start()
+	d.waitActive(t)
+	if err := os.WriteFile(filepath.Join(s.mnt, "f"), make([]byte, 1<<20), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Open(filepath.Join(s.mnt, "f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Fsync(int(f.Fd())); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK {
+		t.Fatalf("GET /metrics: %v %v", resp.Status, err)
+	}
+	text := string(body)
+	for _, re := range []string{
+		`(?m)^dcache_fuse_requests_total\{op="create"\} [1-9]`,
+		`(?m)^dcache_fuse_request_bytes_total\{op="write"\} [1-9]`,
+		`(?m)^dcache_fuse_request_duration_seconds_bucket\{op="write",le="\+Inf"\} [1-9]`,
+		`(?m)^dcache_fuse_request_duration_seconds_count\{op="write"\} [1-9]`,
+		`(?m)^dcache_cache_dirty_bytes 1\.048576e\+06$`,
+		`(?m)^dcache_cache_used_bytes [1-9]`,
+		`(?m)^dcache_cache_written_bytes_total 1\.048576e\+06$`,
+		`(?m)^dcache_destage_bytes_total \d`,
+		`(?m)^dcache_log_replica_used_bytes\{device="[^"]+",replica="0"\} [1-9]`,
+		`(?m)^dcache_log_replica_healthy\{device="[^"]+",replica="0"\} 1$`,
+		`(?m)^dcache_backend_segments \d`,
+		`(?m)^process_cpu_seconds_total `,
+	} {
+		if !regexp.MustCompile(re).MatchString(text) {
+			t.Errorf("/metrics has no line matching %s", re)
+		}
+	}
+	if t.Failed() {
+		t.Logf("/metrics:\n%s", text)
+	}
 	if r := s.run("umount", s.mnt); r.code != 0 {
 		t.Fatalf("umount: %s", r)
 	}

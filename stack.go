@@ -42,6 +42,7 @@ type stack struct {
 	srv     *fuse.Server
 	mnt     string
 	stopMem chan struct{}
+	metrics *metricsServer
 }
 
 // newLogger builds the process logger from the configuration.
@@ -364,6 +365,11 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 	if err != nil {
 		return s, err
 	}
+	if addr := cfg.Stats.MetricsListen; addr != "" {
+		if s.metrics, err = serveMetrics(addr, s.fsys, logger.WithField("component", "metrics")); err != nil {
+			return s, fmt.Errorf("stats.metrics_listen %s: %w", addr, err)
+		}
+	}
 	s.state("active")
 	s.stopMem = make(chan struct{})
 	go s.limitMemory(s.stopMem)
@@ -415,6 +421,10 @@ func (s *stack) teardown() error {
 	if s.srv != nil {
 		s.srv.Wait()
 		s.srv = nil
+	}
+	if s.metrics != nil {
+		s.metrics.close()
+		s.metrics = nil
 	}
 	if s.stopMem != nil {
 		close(s.stopMem)

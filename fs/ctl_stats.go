@@ -514,3 +514,22 @@ func (f *FS) sampler() {
 		}
 	}
 }
+
+// OpStat is one request kind's cumulative figures, for the Prometheus
+// collector.
+type OpStat struct {
+	Name    string
+	Count   int64
+	Bytes   int64
+	Latency metrics.HistSnapshot
+}
+
+// OpStats returns every request kind's figures since mount.
+func (f *FS) OpStats() []OpStat {
+	out := make([]OpStat, numOps)
+	for i := range out {
+		o := &f.stats.ops[i]
+		out[i] = OpStat{Name: op(i).String(), Count: o.count.Load(), Bytes: o.bytes.Load(), Latency: o.lat.Snapshot()}
+	}
+	return out
+}
