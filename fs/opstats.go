@@ -91,7 +91,7 @@ func (f *FS) begin(o op, ino, off uint64, cancel <-chan struct{}) req {
 	if !statsOn {
 		return req{ctx: cancelCtx(cancel)}
 	}
-	now := time.Now().UnixNano()
+	now := inflight.Now()
 	r := req{start: now, op: o, ctx: cancelCtx(cancel)}
 	if s := f.stats.tab.Begin(uint32(o), ino, off, now); s != nil {
 		r.slot = s
@@ -111,5 +111,5 @@ func (f *FS) end(r *req, bytes int64) {
 	if bytes > 0 {
 		st.bytes.Add(bytes)
 	}
-	st.lat.Observe(time.Duration(time.Now().UnixNano() - r.start))
+	st.lat.Observe(time.Duration(inflight.Now() - r.start))
 }

@@ -79,11 +79,25 @@ func SetStage(ctx context.Context, s Stage) {
 	}
 }
 
+// epoch is the origin of Now: a monotonic reading, so that Now reads one
+// clock (time.Now reads two).
+var epoch = time.Now()
+
+// nowBase keeps readings of Now positive (0 and -1 mark free slots) also
+// for times somewhat before the process started.
+const nowBase = int64(1) << 50
+
+// Now is the time in nanoseconds on the table's clock (monotonic).
+func Now() int64 { return int64(time.Since(epoch)) + nowBase }
+
+// TimeOf converts a reading of Now to wall-clock time.
+func TimeOf(ns int64) time.Time { return epoch.Add(time.Duration(ns - nowBase)) }
+
 // Slot is one request in the table. Its fields are atomics: the scanner
 // reads them while the request moves on.
 type Slot struct {
-	// start is the request's start in unix ns; 0 is a free slot, -1 one
-	// being filled in.
+	// start is the request's start (a reading of Now); 0 is a free slot,
+	// -1 one being filled in.
 	start atomic.Int64
 	id    atomic.Uint64 // request number, unique within the table
 	op    atomic.Uint32
@@ -155,7 +169,7 @@ func NewTable(n int) *Table {
 const maxProbe = 16
 
 // Begin claims a slot for a request of kind op on object ino at offset off,
-// started at now (unix ns). It returns nil when the table is full: the
+// started at now (a reading of Now). It returns nil when the table is full: the
 // request is then served untracked.
 func (t *Table) Begin(op uint32, ino, off uint64, now int64) *Slot {
 	i := rand.Uint32()
@@ -204,7 +218,7 @@ type Request struct {
 // true only the first time a marking call returns it.
 func (t *Table) Older(now time.Time, threshold time.Duration, mark bool) []Request {
 	var out []Request
-	limit := now.Add(-threshold).UnixNano()
+	limit := int64(now.Sub(epoch)-threshold) + nowBase
 	for i := range t.slots {
 		s := &t.slots[i]
 		st := s.start.Load()
@@ -216,7 +230,7 @@ func (t *Table) Older(now time.Time, threshold time.Duration, mark bool) []Reque
 		if s.start.Load() != st || s.id.Load() != id {
 			continue // freed or reused meanwhile
 		}
-		r.Start = time.Unix(0, st)
+		r.Start = TimeOf(st)
 		r.Age = now.Sub(r.Start)
 		if w := s.warned.Load(); mark && w != id && s.warned.CompareAndSwap(w, id) {
 			r.FirstReport = true

@@ -8,9 +8,9 @@ import (
 
 func TestTableStagesAndAge(t *testing.T) {
 	tab := NewTable(4)
+	old := tab.Begin(7, 42, 4096, Now()-int64(10*time.Second))
+	young := tab.Begin(8, 43, 0, Now())
 	now := time.Now()
-	old := tab.Begin(7, 42, 4096, now.Add(-10*time.Second).UnixNano())
-	young := tab.Begin(8, 43, 0, now.UnixNano())
 	if old == nil || young == nil {
 		t.Fatal("a table for 4 requests refused the second")
 	}
