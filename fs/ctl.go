@@ -145,11 +145,14 @@ type ctlHandles struct {
 	m  map[uint64]*ctlHandle
 }
 
-func (f *FS) ctlOpen(id uint64, flags uint32, out *fuse.OpenOut) fuse.Status {
+func (f *FS) ctlOpen(id uint64, flags, uid uint32, out *fuse.OpenOut) fuse.Status {
 	if id == ctlDirID || id == ctlObjsID {
 		return fuse.Status(syscall.EISDIR)
 	}
 	writing := flags&syscall.O_ACCMODE != syscall.O_RDONLY
+	if writing && uid != 0 {
+		return fuse.EACCES // the kernel checks the mode too; this holds without it
+	}
 	var data []byte
 	if id&ctlObjBit != 0 {
 		if writing {

@@ -389,3 +389,15 @@ func TestInflightShowsStage(t *testing.T) {
 		t.Errorf("%d requests still hung after the sync went through", r.Inflight.Hung)
 	}
 }
+
+// TestCtlDirForUsers: anyone reads the statistics, only root controls.
+func TestCtlDirForUsers(t *testing.T) {
+	tm := newTestMount(t, statsConfig())
+	h := newHelper(t, tm)
+	u := user(testUid, testGid)
+	h.expect(u, 0, "open", tm.path(".dcache/stats"), "0", "0", "")
+	h.expect(u, 0, "open", tm.path(".dcache/mode"), "0", "0", "")
+	h.expect(u, syscall.EACCES, "open", tm.path(".dcache/flush"), strconv.Itoa(syscall.O_WRONLY), "0", "all")
+	h.expect(u, syscall.EACCES, "open", tm.path(".dcache/mode"), strconv.Itoa(syscall.O_WRONLY), "0", "write-back")
+	h.expect(nil, 0, "open", tm.path(".dcache/mode"), strconv.Itoa(syscall.O_WRONLY), "0", "write-back")
+}

@@ -41,7 +41,7 @@ func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 	rq := f.begin(opOpen, in.NodeId, 0, cancel)
 	defer f.end(&rq, 0)
 	if isCtl(in.NodeId) {
-		return f.ctlOpen(in.NodeId, in.Flags, out)
+		return f.ctlOpen(in.NodeId, in.Flags, in.Uid, out)
 	}
 	ino := cachelayer.Ino(in.NodeId)
 	obj, err := f.eng.GetAttr(ino)
