@@ -167,6 +167,9 @@ func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte,
 func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte, misses []miss) (bool, error) {
 	recs, bufs, err := e.loadRecords(misses)
 	if err != nil {
+		if e.missesMoved(ino, misses) {
+			return false, nil // cleaning moved the data: look again
+		}
 		return false, err
 	}
 	defer func() {
@@ -268,6 +271,9 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 	}
 	recs, bufs, err := e.loadRecords(misses)
 	if err != nil {
+		if e.missesMoved(ino, misses) {
+			return nil // cleaning moved the data: the caller looks again
+		}
 		return err
 	}
 	defer func() {
