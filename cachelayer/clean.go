@@ -47,9 +47,11 @@ import (
 // A round holds destageMu, so it never runs alongside a destage round. The
 // background cleaner starts a round only when destage has nothing to do
 // (destageNeeded says no) and destageMu is free (TryLock: it never queues
-// in front of destage), rewrites at most cleanBatch live bytes per round and
-// starts at most one round per cleanInterval, which bounds its share of the
-// backend's bandwidth. The I/O priority class is left alone on purpose: the
+// in front of destage), skips ticks in which the foreground read from the
+// backend or wrote (cleanYield; at most cleanMaxYield in a row, so that it
+// keeps up under a steady load), rewrites at most cleanBatch live bytes per
+// round and starts at most one round per cleanInterval, which bounds its
+// share of the backend's bandwidth. The I/O priority class is left alone on purpose: the
 // cleaner's I/O runs while it holds destageMu, and an idle-class thread
 // starved by foreground reads would stall destage, and with it every
 // writer waiting for dirty budget (a priority inversion).
@@ -168,6 +170,7 @@ func (e *Engine) cleaner() {
 	tick := time.NewTicker(cleanInterval)
 	defer tick.Stop()
 	failing := false
+	var y cleanYield
 	for {
 		select {
 		case <-e.stop:
@@ -175,6 +178,9 @@ func (e *Engine) cleaner() {
 		case <-tick.C:
 		}
 		if _, busy := e.destageNeeded(); busy {
+			continue
+		}
+		if !y.mayRun(e.stats.ReadMisses.Load() + e.stats.BytesWritten.Load()) {
 			continue
 		}
 		if !e.destageMu.TryLock() {
@@ -191,6 +197,31 @@ func (e *Engine) cleaner() {
 			failing = false
 		}
 	}
+}
+
+// cleanMaxYield is how many ticks in a row the cleaner gives way to
+// foreground I/O before it runs a round anyway: under a steady overwrite
+// load it must still keep up, or the backend grows without bound.
+const cleanMaxYield = 10
+
+// cleanYield decides, tick by tick, whether the cleaner gives way to
+// foreground I/O: it skips a tick in which the foreground read from the
+// backend or wrote (activity is a counter of both that only grows), at
+// most cleanMaxYield ticks in a row.
+type cleanYield struct {
+	seen    int64
+	skipped int
+}
+
+func (y *cleanYield) mayRun(activity int64) bool {
+	busy := activity != y.seen
+	y.seen = activity
+	if busy && y.skipped < cleanMaxYield {
+		y.skipped++
+		return false
+	}
+	y.skipped = 0
+	return true
 }
 
 // victim is a segment a round cleans.

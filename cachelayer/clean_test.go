@@ -443,3 +443,29 @@ func TestCleanThresholdValidation(t *testing.T) {
 		}
 	}
 }
+
+func TestCleanYieldsToForeground(t *testing.T) {
+	var y cleanYield
+	// Idle: runs every tick.
+	for i := range 3 {
+		if !y.mayRun(0) {
+			t.Fatalf("idle tick %d skipped", i)
+		}
+	}
+	// Busy: gives way cleanMaxYield ticks, then runs once, then gives way again.
+	activity := int64(0)
+	var runs []int
+	for i := range 2*cleanMaxYield + 2 {
+		activity += 100
+		if y.mayRun(activity) {
+			runs = append(runs, i)
+		}
+	}
+	if want := []int{cleanMaxYield, 2*cleanMaxYield + 1}; !slices.Equal(runs, want) {
+		t.Fatalf("under load it ran at ticks %v, want %v", runs, want)
+	}
+	// Quiet again: runs at once.
+	if !y.mayRun(activity) {
+		t.Fatal("quiet tick after load skipped")
+	}
+}
