@@ -182,7 +182,7 @@ func TestCleanBoundsSpaceUnderOverwrites(t *testing.T) {
 		files    = 16
 		fileSize = 512 << 10
 		chunk    = 64 << 10
-		rounds   = 24
+		rounds   = 16
 	)
 	r := newRigSeg(t, cleanConfig(), 1<<20)
 	w := newCleanWorld(t, r, 1)
@@ -241,7 +241,7 @@ func TestCleanKeepsLiveExtents(t *testing.T) {
 				w.write(fmt.Sprintf("f%02d", i), 0, 256<<10+w.rnd.Intn(64<<10))
 			}
 			w.flush()
-			for round := range 6 {
+			for round := range 4 {
 				for range 40 {
 					name := w.names()[w.rnd.Intn(len(w.files))]
 					size := len(w.files[name])
