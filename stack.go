@@ -144,16 +144,16 @@ func readLock(dir string) (int, string) {
 // engineConfig maps the configuration to the engine's.
 func engineConfig(cfg *config.Config) cachelayer.Config {
 	ec := cachelayer.Config{
-		CacheSize:      int64(cfg.Cache.Size),
-		DirtyBytes:     int64(cfg.Quota.DirtyBytes),
-		HighWatermark:  cfg.Flush.HighWatermark,
-		LowWatermark:   cfg.Flush.LowWatermark,
-		MaxDirtyAge:    cfg.Flush.MaxDirtyAge,
-		SyncInterval:   cfg.Log.SyncInterval,
-		CleanThreshold: cfg.Backend.CleanThreshold,
-		RootUid:        uint32(os.Getuid()),
-		RootGid:        uint32(os.Getgid()),
+		CacheSize:     int64(cfg.Cache.Size),
+		DirtyBytes:    int64(cfg.Quota.DirtyBytes),
+		HighWatermark: cfg.Flush.HighWatermark,
+		LowWatermark:  cfg.Flush.LowWatermark,
+		MaxDirtyAge:   cfg.Flush.MaxDirtyAge,
+		SyncInterval:  cfg.Log.SyncInterval,
+		RootUid:       uint32(os.Getuid()),
+		RootGid:       uint32(os.Getgid()),
 	}
+	ec.CleanThreshold = cfg.Backend.CleanThreshold
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways
