@@ -154,6 +154,7 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		RootUid:       uint32(os.Getuid()),
 		RootGid:       uint32(os.Getgid()),
 	}
+	ec.CleanThreshold = cfg.Backend.CleanThreshold
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways

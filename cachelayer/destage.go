@@ -68,6 +68,11 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 func (e *Engine) destageRound(ctx context.Context, scope destageScope, persist bool, only map[Ino]struct{}) (err error) {
 	e.destageMu.Lock()
 	defer e.destageMu.Unlock()
+	return e.destageLocked(ctx, scope, persist)
+}
+
+// destageLocked is destage with e.destageMu held.
+func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist bool) error {
 	start := time.Now()
 	e.roundStart.Store(start.UnixNano())
 	defer func() {

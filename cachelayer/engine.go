@@ -48,6 +48,10 @@ type Config struct {
 	RootUid       uint32        // owner of a new filesystem's root directory
 	RootGid       uint32
 	RootMode      uint32 // permission bits of a new root (default 0755)
+	// CleanThreshold is the live fraction below which a backend segment
+	// is cleaned (its live extents rewritten, then the segment freed); in
+	// [0, 1). Unlike the fields above, zero keeps its meaning: no cleaning.
+	CleanThreshold float64
 }
 
 func (c *Config) setDefaults() {
@@ -84,6 +88,9 @@ func (c *Config) validate() error {
 	}
 	if c.LowWatermark < 0 || c.HighWatermark <= c.LowWatermark || c.HighWatermark > 1 {
 		errs = append(errs, fmt.Errorf("watermarks low %v high %v: need 0 <= low < high <= 1", c.LowWatermark, c.HighWatermark))
+	}
+	if !(c.CleanThreshold >= 0 && c.CleanThreshold < 1) {
+		errs = append(errs, fmt.Errorf("clean threshold %v: need 0 <= threshold < 1", c.CleanThreshold))
 	}
 	return errors.Join(errs...)
 }
@@ -137,6 +144,7 @@ type Engine struct {
 	destageMu sync.Mutex // one destage round at a time; before mu
 	stageBuf  []byte     // destage's copy of pages (under destageMu)
 	afterCopy func()     // tests only: runs between a round's copy and its repointing
+	clean     cleanState // segment cleaning (clean.go)
 
 	mu          sync.Mutex
 	st          meta
