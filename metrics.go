@@ -74,6 +74,10 @@ var (
 	descSegments = desc("backend_segments", "Backend segments.")
 	descSegBytes = desc("backend_segment_bytes", "Bytes of all backend segments.")
 	descLive     = desc("backend_live_bytes", "Bytes of backend records the metadata points at.")
+	descBelow    = desc("backend_segments_below_clean_threshold", "Segments whose live fraction is below backend.clean_threshold.")
+	descCleaned  = desc("backend_cleaned_segments_total", "Segments freed by cleaning.")
+	descMoved    = desc("backend_cleaned_bytes_total", "Live bytes rewritten by cleaning.")
+	descFreed    = desc("backend_freed_bytes_total", "Segment bytes given back by cleaning.")
 )
 
 func (c collector) Describe(ch chan<- *prometheus.Desc) { prometheus.DescribeByCollect(c, ch) }
@@ -146,6 +150,10 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 	gauge(descSegments, float64(r.Backend.Segments))
 	gauge(descSegBytes, float64(r.Backend.SegmentBytes))
 	gauge(descLive, float64(r.Backend.LiveBytes))
+	gauge(descBelow, float64(r.Backend.SegmentsBelowThreshold))
+	counter(descCleaned, float64(r.Backend.CleanedSegmentsTotal))
+	counter(descMoved, float64(r.Backend.CleanedBytesTotal))
+	counter(descFreed, float64(r.Backend.FreedBytesTotal))
 }
 
 // metricsServer serves /metrics.

@@ -65,14 +65,19 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 
 // destageRound runs one round; a non-nil only limits it to the dirty pages
 // of those objects (scope destageAll), leaving the others dirty.
-func (e *Engine) destageRound(ctx context.Context, scope destageScope, persist bool, only map[Ino]struct{}) (err error) {
+func (e *Engine) destageRound(ctx context.Context, scope destageScope, persist bool, only map[Ino]struct{}) error {
 	e.destageMu.Lock()
 	defer e.destageMu.Unlock()
-	return e.destageLocked(ctx, scope, persist)
+	return e.destageOnlyLocked(ctx, scope, persist, only)
 }
 
 // destageLocked is destage with e.destageMu held.
 func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist bool) error {
+	return e.destageOnlyLocked(ctx, scope, persist, nil)
+}
+
+// destageOnlyLocked is destageRound with e.destageMu held.
+func (e *Engine) destageOnlyLocked(ctx context.Context, scope destageScope, persist bool, only map[Ino]struct{}) (err error) {
 	start := time.Now()
 	e.roundStart.Store(start.UnixNano())
 	defer func() {

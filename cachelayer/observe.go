@@ -8,7 +8,6 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/dcache/dcache/backend"
 	"github.com/dcache/dcache/logarea"
 )
 
@@ -249,41 +248,6 @@ func (e *Engine) LogStats() (logarea.Stats, bool) {
 		return w.l.Stats(), true
 	}
 	return logarea.Stats{}, false
-}
-
-// BackendInfo describes the backend's segments.
-type BackendInfo struct {
-	Segments     int
-	SegmentBytes int64 // bytes of all segments, headers and dead records included
-	LiveBytes    int64 // bytes of records the live metadata points at
-	ActiveSeg    uint64
-}
-
-// BackendInfo reports the backend's segments and how much of them is live.
-// It walks the extent map of a cut, without the engine lock.
-func (e *Engine) BackendInfo() BackendInfo {
-	var bi BackendInfo
-	for _, s := range e.be.Segments() {
-		bi.Segments++
-		bi.SegmentBytes += s.Size
-		if s.Active {
-			bi.ActiveSeg = s.Number
-		}
-	}
-	e.mu.Lock()
-	ext := e.st.extents.Copy()
-	e.mu.Unlock()
-	// A record split by later writes appears in several extents; count
-	// each record once.
-	seen := make(map[backend.Addr]struct{})
-	ext.Scan(func(x Extent) bool {
-		if _, ok := seen[x.Addr]; !ok {
-			seen[x.Addr] = struct{}{}
-			bi.LiveBytes += int64(x.Addr.Len)
-		}
-		return true
-	})
-	return bi
 }
 
 // FlushTree destages the dirty data of ino and, for a directory, of every

@@ -131,15 +131,18 @@ type ReplicaReport struct {
 	LastError         string `json:"last_error"`
 }
 
-// BackendReport is the segment store.
+// BackendReport is the segment store and its cleaner.
 type BackendReport struct {
-	Segments     int     `json:"segments"`
-	SegmentBytes int64   `json:"segment_bytes"`
-	LiveBytes    int64   `json:"live_bytes"`
-	LiveFraction float64 `json:"live_fraction"`
-	// Cleaning says whether segment cleaning runs; there is no cleaner
-	// yet, so it is always false.
-	Cleaning bool `json:"cleaning"`
+	Segments               int     `json:"segments"`
+	SegmentBytes           int64   `json:"segment_bytes"`
+	LiveBytes              int64   `json:"live_bytes"`
+	LiveFraction           float64 `json:"live_fraction"`
+	CleanThreshold         float64 `json:"clean_threshold"`
+	SegmentsBelowThreshold int     `json:"segments_below_threshold"`
+	CleaningRoundsTotal    int64   `json:"cleaning_rounds_total"`
+	CleanedSegmentsTotal   int64   `json:"cleaned_segments_total"`
+	CleanedBytesTotal      int64   `json:"cleaned_bytes_total"`
+	FreedBytesTotal        int64   `json:"freed_bytes_total"`
 }
 
 // QuotaReport is the dirty-data quota (the only quota there is).
@@ -293,9 +296,12 @@ func (f *FS) report() *Report {
 			})
 		}
 	}
-	bi := f.eng.BackendInfo()
-	r.Backend = BackendReport{Segments: bi.Segments, SegmentBytes: bi.SegmentBytes, LiveBytes: bi.LiveBytes,
-		LiveFraction: ratio(bi.LiveBytes, bi.SegmentBytes)}
+	ci := f.eng.CleanInfo()
+	r.Backend = BackendReport{
+		Segments: ci.Segments, SegmentBytes: ci.SegmentBytes, LiveBytes: ci.LiveBytes, LiveFraction: ci.LiveFraction,
+		CleanThreshold: ci.Threshold, SegmentsBelowThreshold: ci.BelowThreshold, CleaningRoundsTotal: ci.Rounds,
+		CleanedSegmentsTotal: ci.CleanedSegments, CleanedBytesTotal: ci.CleanedBytes, FreedBytesTotal: ci.FreedBytes,
+	}
 	r.Quotas = QuotaReport{DirtyBytesLimit: info.DirtyBudget, DirtyBytesUsed: info.DirtyBytes}
 	r.Throttle = ThrottleReport{WritersDelayedTotal: cur.throttled, DelaySecondsTotal: float64(cur.throttleNs) / 1e9}
 	r.Inflight = InflightReport{
@@ -395,7 +401,13 @@ func (r *Report) Text() []byte {
 
 	be := r.Backend
 	section("backend")
-	fmt.Fprintf(&b, "  %d segments, %s, live %s (%s); cleaning: no cleaner yet\n", be.Segments, Bytes(be.SegmentBytes), Bytes(be.LiveBytes), pct(be.LiveFraction))
+	fmt.Fprintf(&b, "  %d segments, %s, live %s (%s)\n", be.Segments, Bytes(be.SegmentBytes), Bytes(be.LiveBytes), pct(be.LiveFraction))
+	if be.CleanThreshold > 0 {
+		fmt.Fprintf(&b, "  cleaning below %s live: %d segments due; %d rounds freed %d segments (%s), rewrote %s\n", pct(be.CleanThreshold),
+			be.SegmentsBelowThreshold, be.CleaningRoundsTotal, be.CleanedSegmentsTotal, Bytes(be.FreedBytesTotal), Bytes(be.CleanedBytesTotal))
+	} else {
+		fmt.Fprintf(&b, "  cleaning: off (backend.clean_threshold 0)\n")
+	}
 
 	section("quotas")
 	fmt.Fprintf(&b, "  dirty data %s of %s; no per-directory quotas\n", Bytes(r.Quotas.DirtyBytesUsed), Bytes(r.Quotas.DirtyBytesLimit))
