@@ -11,6 +11,7 @@
 #
 #   scripts/stats-cost.sh                     # 5 rounds, 256MiB file, 1GiB written
 #   ROUNDS=9 SIZE=512M IO=2G scripts/stats-cost.sh
+#   DIRECT=1 scripts/stats-cost.sh           # O_DIRECT: one FUSE request per 4 KiB write
 #
 # Env: WORK (scratch directory, default /var/tmp/dcache-stats-cost).
 set -euo pipefail
@@ -20,6 +21,7 @@ WORK=${WORK:-/var/tmp/dcache-stats-cost}
 ROUNDS=${ROUNDS:-5}
 SIZE=${SIZE:-256M}
 IO=${IO:-1G}
+DIRECT=${DIRECT:-0}
 for c in fio python3; do command -v $c >/dev/null || { echo "stats-cost: $c is not installed (make deps)" >&2; exit 2; }; done
 
 mkdir -p "$ROOT/bin"
@@ -48,7 +50,7 @@ for r in $(seq "$ROUNDS"); do
 		c0=$(cpu "$pid")
 		t0=$(date +%s.%N)
 		fio --name=randwrite --rw=randwrite --bs=4k --ioengine=psync --iodepth=1 --fallocate=none \
-			--filename="$WORK/mnt/data" --size="$SIZE" --io_size="$IO" --randrepeat=1 --end_fsync=1 \
+			--filename="$WORK/mnt/data" --size="$SIZE" --io_size="$IO" --randrepeat=1 --end_fsync=1 --direct="$DIRECT" \
 			--output-format=json >"$WORK/fio-$v-$r.json"
 		c1=$(cpu "$pid")
 		t1=$(date +%s.%N)
@@ -58,7 +60,8 @@ for r in $(seq "$ROUNDS"); do
 import sys
 v, r, c0, c1, hz, t0, t1, w = sys.argv[1:]
 cpu = (int(c1) - int(c0)) / int(hz)
-print(f"{v} round={r} cpu_s={cpu:.2f} wall_s={float(t1)-float(t0):.2f} fuse_writes={w}")
+per = f" cpu_us_per_write={1e6*cpu/int(w):.1f}" if int(w) else ""
+print(f"{v} round={r} cpu_s={cpu:.2f} wall_s={float(t1)-float(t0):.2f} fuse_writes={w}{per}")
 PY
 	done
 done
