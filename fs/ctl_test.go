@@ -85,6 +85,9 @@ func writeSynced(t *testing.T, path string, data []byte) {
 // they must, flush drains the dirty bytes into the backend, and an
 // object's file shows where its bytes are before and after.
 func TestStatsAfterWorkload(t *testing.T) {
+	if !statsOn {
+		t.Skip("request statistics are compiled out (-tags nostats)")
+	}
 	tm := newTestMount(t, statsConfig())
 	before := tm.report()
 
@@ -315,6 +318,9 @@ func (g *gate) Inject(op device.Op) device.Fault {
 // TestInflightShowsStage holds an fsync in a log replica's sync and finds
 // it in inflight with that stage, and warned about once.
 func TestInflightShowsStage(t *testing.T) {
+	if !statsOn {
+		t.Skip("request statistics are compiled out (-tags nostats)")
+	}
 	g := &gate{open: make(chan struct{})}
 	tm := newTestMountWith(t, statsConfig(), func(tm *testMount) {
 		tm.record = true
