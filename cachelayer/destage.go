@@ -18,6 +18,7 @@ const (
 	destageAll      destageScope = iota // every page dirty at the cut
 	destageToLow                        // oldest first, down to the low watermark
 	destageMetaOnly                     // no data: persist metadata so the log can be trimmed
+	destageStream                       // the pages of sequential streams past the cutoff
 )
 
 func (s destageScope) String() string {
@@ -28,6 +29,8 @@ func (s destageScope) String() string {
 		return "to-low-watermark"
 	case destageMetaOnly:
 		return "metadata"
+	case destageStream:
+		return "stream"
 	}
 	return fmt.Sprintf("destageScope(%d)", int(s))
 }
@@ -62,6 +65,11 @@ const minDeltaBeforeCheckpoint = 16 << 20
 func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) error {
 	e.destageMu.Lock()
 	defer e.destageMu.Unlock()
+	return e.destageLocked(ctx, scope, persist)
+}
+
+// destageLocked runs one round with destageMu held.
+func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist bool) error {
 	start := time.Now()
 
 	// 1. The cut.
@@ -81,24 +89,29 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	e.changed = newChangeSet()
 	e.mu.Unlock()
 
-	picks := make([]blockKey, 0, target)
-	dq.Scan(func(k dirtyKey) bool {
-		if len(picks) >= target {
-			return false
-		}
-		picks = append(picks, blockKey{k.Ino, k.Blk})
-		return true
-	})
 	// The log must be replayed from the oldest op that made a page dirty
 	// which this round leaves dirty: the first page of the cut's queue not
 	// picked. It must come from the cut, not from the live queue after the
 	// round: a page dirty at the cut can be dropped after the copy (an
 	// unlink, a truncate) by an op later than what this round makes
 	// durable, and the image must still be completed by replay up to it.
+	picks := make([]blockKey, 0, target)
 	replay := cutLSN + 1
-	if k, ok := dq.GetAt(len(picks)); ok && k.LSN < replay {
-		replay = k.LSN
-	}
+	dq.Scan(func(k dirtyKey) bool {
+		take := len(picks) < target
+		if scope == destageStream {
+			take = k.Stream
+		}
+		if take {
+			picks = append(picks, blockKey{k.Ino, k.Blk})
+			return true
+		}
+		replay = min(replay, k.LSN)
+		// Oldest first: the queue is in LSN order, so the first page
+		// left ends the scan, except for a stream round, which takes
+		// stream pages wherever they are.
+		return scope == destageStream
+	})
 	slices.SortFunc(picks, func(a, b blockKey) int {
 		if a.ino != b.ino {
 			if a.ino < b.ino {
@@ -121,6 +134,7 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	}
 
 	// 2. Copy the chosen pages into records and append them to the backend.
+	copyStart := time.Now()
 	runs, gone, copyLSN, bytes, err := e.copyOut(picks)
 	if e.afterCopy != nil {
 		e.afterCopy() // tests: ops landing between the copy and the repointing
@@ -132,6 +146,7 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 		giveBack()
 		return fmt.Errorf("cachelayer: destage: %w", err)
 	}
+	e.noteDestageRate(bytes, time.Since(copyStart))
 
 	// 3. Repoint the cut (always) and the live state (where the page is
 	// still the one copied), and find the new replay start.
@@ -164,7 +179,10 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	// 4. Persist: the log first (the copied bytes may hold the effects of
 	// ops up to copyLSN), then the metadata image.
 	if changed.empty() && len(runs) == 0 && len(gone) == 0 {
-		return nil // nothing happened since the last image
+		// Nothing happened since the last image: it holds every op
+		// before replay.
+		e.noteBackendLSN(replay - 1)
+		return nil
 	}
 	if syncTo := max(cutLSN, copyLSN); syncTo > 0 {
 		if err := e.wal.Sync(ctx, syncTo); err != nil {
@@ -183,6 +201,7 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 			return fmt.Errorf("cachelayer: destage: trim log to %d: %w", replay-1, err)
 		}
 	}
+	e.noteBackendLSN(replay - 1)
 	e.stats.DestageRounds.Add(1)
 	e.log.WithFields(logrus.Fields{
 		"scope": scope, "bytes": bytes, "records": len(runs), "cut_lsn": cutLSN,
@@ -336,6 +355,17 @@ func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
 	return nil
 }
 
+// noteBackendLSN records that the backend holds the effects of every op up
+// to lsn (a persisted image whose replay starts after it).
+func (e *Engine) noteBackendLSN(lsn uint64) {
+	for {
+		old := e.backendLSN.Load()
+		if lsn <= old || e.backendLSN.CompareAndSwap(old, lsn) {
+			return
+		}
+	}
+}
+
 // destageNeeded decides whether the flusher should run a round now.
 func (e *Engine) destageNeeded() (destageScope, bool) {
 	e.mu.Lock()
@@ -354,6 +384,9 @@ func (e *Engine) destageNeeded() (destageScope, bool) {
 	if dirty >= int(float64(limit)*e.cfg.HighWatermark) {
 		return destageToLow, true
 	}
+	if e.streamDirty > 0 {
+		return destageStream, true
+	}
 	if e.pool.nDirty > 0 && e.pool.available() == 0 {
 		return destageToLow, true
 	}
@@ -368,7 +401,6 @@ func (e *Engine) flusher() {
 	defer e.done.Done()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	failing := false
 	backoff := 100 * time.Millisecond
 	for {
 		select {
@@ -383,31 +415,17 @@ func (e *Engine) flusher() {
 		}
 		err := e.destage(context.Background(), scope, true)
 		if err != nil {
-			e.stats.DestageErrors.Add(1)
-			e.mu.Lock()
-			e.lastErr = err
-			e.mu.Unlock()
-			if !failing {
-				e.log.WithError(err).Error("destage failed; data stays dirty in the cache and the log, retrying")
-				failing = true
-			}
+			e.destageFailed(err)
 			select {
 			case <-e.stop:
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 10*time.Second)
+			backoff = min(backoff*2, maxDestageBackoff)
 			continue
 		}
-		if failing {
-			e.log.Info("destage recovered")
-			failing = false
-		}
+		e.destageOK()
 		backoff = 100 * time.Millisecond
-		e.mu.Lock()
-		e.lastErr = nil
-		e.lastPersist = time.Now()
-		e.mu.Unlock()
 	}
 }
 
@@ -422,11 +440,13 @@ func (e *Engine) Flush(ctx context.Context) error {
 		dirty, pending := e.pool.nDirty, !e.changed.empty()
 		e.mu.Unlock()
 		if dirty == 0 && !pending {
+			e.destageOK()
 			return nil
 		}
 		if i >= 3 {
 			// Writers keep dirtying pages: what was dirty when Flush was
 			// called is in the backend.
+			e.destageOK()
 			return nil
 		}
 		if err := ctx.Err(); err != nil {

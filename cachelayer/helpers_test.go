@@ -174,12 +174,16 @@ type rig struct {
 	dir string
 	cfg Config
 	wal *memWAL
+	fs  backend.FS // the backend's filesystem (nil: the OS's)
 	be  *backend.Store
 	e   *Engine
 }
 
-func newRig(t testing.TB, cfg Config) *rig {
-	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}}
+func newRig(t testing.TB, cfg Config) *rig { return newRigFS(t, cfg, nil) }
+
+// newRigFS is newRig with the backend on fsys.
+func newRigFS(t testing.TB, cfg Config, fsys backend.FS) *rig {
+	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}, fs: fsys}
 	r.start()
 	t.Cleanup(func() {
 		if r.e != nil {
@@ -191,7 +195,11 @@ func newRig(t testing.TB, cfg Config) *rig {
 
 func (r *rig) start() {
 	r.t.Helper()
-	be, _, err := backend.Open(backend.OSFS{}, r.dir, backend.Config{SegmentSize: 4 << 20}, testLog(r.t))
+	fsys := r.fs
+	if fsys == nil {
+		fsys = backend.OSFS{}
+	}
+	be, _, err := backend.Open(fsys, r.dir, backend.Config{SegmentSize: 4 << 20}, testLog(r.t))
 	if err != nil {
 		r.t.Fatalf("open backend: %v", err)
 	}
