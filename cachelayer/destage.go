@@ -214,8 +214,17 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 // records of up to MaxRecord bytes and appends them to the backend. Blocks
 // no longer cached were dropped after the cut (truncate, punch, delete):
 // they are returned as gone. copyLSN is the last LSN applied while copying.
+//
+// Pages are copied out of the cache in batches under the lock and appended
+// outside it. With Config.WritebackJobs > 1 this is a pipeline: a second
+// goroutine copies the next batches (up to WritebackJobs staged at once)
+// while this one appends, so the memory copy under the engine lock overlaps
+// the backend's writes.
 func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copyLSN uint64, bytes int64, err error) {
-	const batch = 4 << 20 // bytes copied per lock hold
+	jobs := max(1, e.cfg.WritebackJobs)
+	for len(e.stageBufs) < jobs {
+		e.stageBufs = append(e.stageBufs, nil)
+	}
 	buf := make([]byte, 0, MaxRecord)
 	var cur *copied
 	flush := func() error {
@@ -232,36 +241,11 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 		cur, buf = nil, buf[:0]
 		return nil
 	}
-	for i := 0; i < len(picks); {
-		// Copy a batch under the lock into a staging area, then append
-		// outside it.
-		type staged struct {
-			k    blockKey
-			pc   pageCopy
-			data []byte
-		}
-		var stage []staged
-		stageBuf := e.stageBuf[:0]
-		e.mu.Lock()
-		for ; i < len(picks) && len(stageBuf) < batch; i++ {
-			k := picks[i]
-			r, ok := e.pages.Get(pageRef{Ino: k.ino, Blk: k.blk})
-			if !ok {
-				gone = append(gone, k)
-				continue
-			}
-			m := &e.pool.meta[r.Page]
-			at := len(stageBuf)
-			stageBuf = append(stageBuf, e.pool.data(r.Page)...)
-			stage = append(stage, staged{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, data: stageBuf[at : at+BlockSize]})
-		}
-		copyLSN = e.lastLSN
-		e.mu.Unlock()
-		e.stageBuf = stageBuf[:0] // keep the grown buffer for the next batch and round
-		for _, s := range stage {
+	appendBatch := func(b *stagedBatch) error {
+		for _, s := range b.pages {
 			if cur != nil && (s.k.ino != cur.ino || s.k.blk != cur.blk+uint64(len(cur.pages)) || len(buf) >= MaxRecord) {
 				if err := flush(); err != nil {
-					return nil, nil, 0, 0, err
+					return err
 				}
 			}
 			if cur == nil {
@@ -270,11 +254,100 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 			cur.pages = append(cur.pages, s.pc)
 			buf = append(buf, s.data...)
 		}
+		return nil
+	}
+
+	if jobs == 1 {
+		for i := 0; i < len(picks); {
+			var b stagedBatch
+			i = e.stageBatch(picks, i, &e.stageBufs[0], &b)
+			gone = append(gone, b.gone...)
+			copyLSN = b.copyLSN
+			if err := appendBatch(&b); err != nil {
+				return nil, nil, 0, 0, err
+			}
+		}
+	} else {
+		free := make(chan int, jobs) // indexes of idle staging buffers
+		for j := range jobs {
+			free <- j
+		}
+		staged := make(chan stagedBatch, jobs)
+		stop := make(chan struct{})
+		go func() {
+			defer close(staged)
+			for i := 0; i < len(picks); {
+				var j int
+				select {
+				case j = <-free:
+				case <-stop:
+					return
+				}
+				b := stagedBatch{buf: j}
+				i = e.stageBatch(picks, i, &e.stageBufs[j], &b)
+				staged <- b
+			}
+		}()
+		var aerr error
+		for b := range staged {
+			if aerr == nil {
+				gone = append(gone, b.gone...)
+				copyLSN = b.copyLSN
+				if aerr = appendBatch(&b); aerr != nil {
+					close(stop)
+				}
+			}
+			free <- b.buf
+		}
+		if aerr != nil {
+			return nil, nil, 0, 0, aerr
+		}
 	}
 	if err := flush(); err != nil {
 		return nil, nil, 0, 0, err
 	}
 	return runs, gone, copyLSN, bytes, nil
+}
+
+// stagedPage is one page copied out of the cache for destage.
+type stagedPage struct {
+	k    blockKey
+	pc   pageCopy
+	data []byte
+}
+
+// stagedBatch is the pages one lock hold copied.
+type stagedBatch struct {
+	pages   []stagedPage
+	gone    []blockKey
+	copyLSN uint64
+	buf     int // which staging buffer holds the bytes
+}
+
+// destageBatch is how many bytes a batch copies per hold of the lock.
+const destageBatch = 4 << 20
+
+// stageBatch copies picks[i:] into *sb under the lock, up to destageBatch
+// bytes, and returns the index of the first pick not taken.
+func (e *Engine) stageBatch(picks []blockKey, i int, sb *[]byte, b *stagedBatch) int {
+	stageBuf := (*sb)[:0]
+	e.mu.Lock()
+	for ; i < len(picks) && len(stageBuf) < destageBatch; i++ {
+		k := picks[i]
+		r, ok := e.pages.Get(pageRef{Ino: k.ino, Blk: k.blk})
+		if !ok {
+			b.gone = append(b.gone, k)
+			continue
+		}
+		m := &e.pool.meta[r.Page]
+		at := len(stageBuf)
+		stageBuf = append(stageBuf, e.pool.data(r.Page)...)
+		b.pages = append(b.pages, stagedPage{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, data: stageBuf[at : at+BlockSize]})
+	}
+	b.copyLSN = e.lastLSN
+	e.mu.Unlock()
+	*sb = stageBuf[:0] // keep the grown buffer for the next batch and round
+	return i
 }
 
 // repointLiveLocked records a destaged run in the live state: each block

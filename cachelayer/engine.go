@@ -50,9 +50,10 @@ type Config struct {
 	// longer than this is destaged at once and not kept as hot clean data
 	// (0: never).
 	SequentialCutoff int64
-	// WritebackJobs is how many destage batches are in flight at once: the
-	// copy of one batch out of the cache overlaps the backend appends of
-	// the ones before (default 2; 1: copy and append in turn).
+	// WritebackJobs is how many destage batches (of up to 4 MiB) are in
+	// flight at once: the copy of the next batches out of the cache
+	// overlaps the backend appends of the one before (default 4; 1: copy
+	// and append in turn).
 	WritebackJobs int
 	Mode          Mode     // initial cache mode (default write-back)
 	Eviction      Eviction // clean-page eviction order (default LRU)
@@ -83,7 +84,7 @@ func (c *Config) setDefaults() {
 		c.ThrottleWatermark = 0.9
 	}
 	if c.WritebackJobs == 0 {
-		c.WritebackJobs = 2
+		c.WritebackJobs = 4
 	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = 5 * time.Second
@@ -169,7 +170,7 @@ type Engine struct {
 	log *logrus.Entry
 
 	destageMu sync.Mutex // one destage round at a time; before mu
-	stageBuf  []byte     // destage's copy of pages (under destageMu)
+	stageBufs [][]byte   // destage's copies of pages, one per writeback job (under destageMu)
 	afterCopy func()     // tests only: runs between a round's copy and its repointing
 
 	mu          sync.Mutex

@@ -623,3 +623,34 @@ func TestEvictionOrder(t *testing.T) {
 		})
 	}
 }
+
+// BenchmarkDestageJobs measures a full destage of 64 MiB of dirty pages
+// with copy and append in turn (1 job) and pipelined (several jobs).
+func BenchmarkDestageJobs(b *testing.B) {
+	for _, jobs := range []int{1, 2, 4} {
+		b.Run(fmt.Sprint(jobs), func(b *testing.B) {
+			const size = 64 << 20
+			r := newRig(b, Config{CacheSize: 2 * size, DirtyBytes: 2 * size, HighWatermark: 1, LowWatermark: 0.5, MaxDirtyAge: time.Hour, WritebackJobs: jobs})
+			e := r.e
+			f, err := e.Create(bg, RootIno, "f", NewObject{Mode: syscall.S_IFREG | 0o644}, root())
+			if err != nil {
+				b.Fatal(err)
+			}
+			data := pattern(1, 1<<20)
+			b.SetBytes(size)
+			b.ResetTimer()
+			for range b.N {
+				b.StopTimer()
+				for off := 0; off < size; off += len(data) {
+					if _, err := e.Write(bg, f.Ino, uint64(off), data, WriteOpts{}); err != nil {
+						b.Fatal(err)
+					}
+				}
+				b.StartTimer()
+				if err := e.Flush(bg); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
