@@ -225,34 +225,28 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 	for len(e.stageBufs) < jobs {
 		e.stageBufs = append(e.stageBufs, nil)
 	}
-	buf := make([]byte, 0, MaxRecord)
-	var cur *copied
-	flush := func() error {
-		if cur == nil {
-			return nil
-		}
-		addr, err := e.be.Append(buf)
-		if err != nil {
-			return err
-		}
-		cur.addr = addr
-		bytes += int64(len(buf))
-		runs = append(runs, *cur)
-		cur, buf = nil, buf[:0]
-		return nil
-	}
+	// A record is a run of one object's consecutive blocks within one
+	// batch: its bytes lie back to back in the batch's buffer and go to
+	// the backend from there.
 	appendBatch := func(b *stagedBatch) error {
-		for _, s := range b.pages {
-			if cur != nil && (s.k.ino != cur.ino || s.k.blk != cur.blk+uint64(len(cur.pages)) || len(buf) >= MaxRecord) {
-				if err := flush(); err != nil {
-					return err
-				}
+		for i := 0; i < len(b.pages); {
+			first := b.pages[i]
+			j := i + 1
+			for j < len(b.pages) && b.pages[j].k.ino == first.k.ino && b.pages[j].k.blk == first.k.blk+uint64(j-i) && (j-i)*BlockSize < MaxRecord {
+				j++
 			}
-			if cur == nil {
-				cur = &copied{ino: s.k.ino, blk: s.k.blk}
+			rec := b.data[first.at : b.pages[j-1].at+BlockSize]
+			addr, err := e.be.Append(rec)
+			if err != nil {
+				return err
 			}
-			cur.pages = append(cur.pages, s.pc)
-			buf = append(buf, s.data...)
+			c := copied{ino: first.k.ino, blk: first.k.blk, addr: addr, pages: make([]pageCopy, 0, j-i)}
+			for _, p := range b.pages[i:j] {
+				c.pages = append(c.pages, p.pc)
+			}
+			runs = append(runs, c)
+			bytes += int64(len(rec))
+			i = j
 		}
 		return nil
 	}
@@ -267,57 +261,55 @@ func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copy
 				return nil, nil, 0, 0, err
 			}
 		}
-	} else {
-		free := make(chan int, jobs) // indexes of idle staging buffers
-		for j := range jobs {
-			free <- j
-		}
-		staged := make(chan stagedBatch, jobs)
-		stop := make(chan struct{})
-		go func() {
-			defer close(staged)
-			for i := 0; i < len(picks); {
-				var j int
-				select {
-				case j = <-free:
-				case <-stop:
-					return
-				}
-				b := stagedBatch{buf: j}
-				i = e.stageBatch(picks, i, &e.stageBufs[j], &b)
-				staged <- b
-			}
-		}()
-		var aerr error
-		for b := range staged {
-			if aerr == nil {
-				gone = append(gone, b.gone...)
-				copyLSN = b.copyLSN
-				if aerr = appendBatch(&b); aerr != nil {
-					close(stop)
-				}
-			}
-			free <- b.buf
-		}
-		if aerr != nil {
-			return nil, nil, 0, 0, aerr
-		}
+		return runs, gone, copyLSN, bytes, nil
 	}
-	if err := flush(); err != nil {
-		return nil, nil, 0, 0, err
+	free := make(chan int, jobs) // indexes of idle staging buffers
+	for j := range jobs {
+		free <- j
+	}
+	staged := make(chan stagedBatch, jobs)
+	stop := make(chan struct{})
+	go func() {
+		defer close(staged)
+		for i := 0; i < len(picks); {
+			var j int
+			select {
+			case j = <-free:
+			case <-stop:
+				return
+			}
+			b := stagedBatch{buf: j}
+			i = e.stageBatch(picks, i, &e.stageBufs[j], &b)
+			staged <- b
+		}
+	}()
+	var aerr error
+	for b := range staged {
+		if aerr == nil {
+			gone = append(gone, b.gone...)
+			copyLSN = b.copyLSN
+			if aerr = appendBatch(&b); aerr != nil {
+				close(stop)
+			}
+		}
+		free <- b.buf
+	}
+	if aerr != nil {
+		return nil, nil, 0, 0, aerr
 	}
 	return runs, gone, copyLSN, bytes, nil
 }
 
 // stagedPage is one page copied out of the cache for destage.
 type stagedPage struct {
-	k    blockKey
-	pc   pageCopy
-	data []byte
+	k  blockKey
+	pc pageCopy
+	at int // offset of its bytes in the batch's data
 }
 
 // stagedBatch is the pages one lock hold copied.
 type stagedBatch struct {
+	data    []byte // the copied bytes, page after page
 	pages   []stagedPage
 	gone    []blockKey
 	copyLSN uint64
@@ -342,10 +334,11 @@ func (e *Engine) stageBatch(picks []blockKey, i int, sb *[]byte, b *stagedBatch)
 		m := &e.pool.meta[r.Page]
 		at := len(stageBuf)
 		stageBuf = append(stageBuf, e.pool.data(r.Page)...)
-		b.pages = append(b.pages, stagedPage{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, data: stageBuf[at : at+BlockSize]})
+		b.pages = append(b.pages, stagedPage{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, at: at})
 	}
 	b.copyLSN = e.lastLSN
 	e.mu.Unlock()
+	b.data = stageBuf
 	*sb = stageBuf[:0] // keep the grown buffer for the next batch and round
 	return i
 }
