@@ -139,9 +139,11 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 	if e.afterCopy != nil {
 		e.afterCopy() // tests: ops landing between the copy and the repointing
 	}
+	copied := time.Since(copyStart)
 	if err == nil && len(runs) > 0 {
 		err = e.be.Sync()
 	}
+	synced := time.Since(copyStart)
 	if err != nil {
 		giveBack()
 		return fmt.Errorf("cachelayer: destage: %w", err)
@@ -184,6 +186,7 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 		e.noteBackendLSN(replay - 1)
 		return nil
 	}
+	persistStart := time.Now()
 	if syncTo := max(cutLSN, copyLSN); syncTo > 0 {
 		if err := e.wal.Sync(ctx, syncTo); err != nil {
 			giveBack()
@@ -206,6 +209,8 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 	e.log.WithFields(logrus.Fields{
 		"scope": scope, "bytes": bytes, "records": len(runs), "cut_lsn": cutLSN,
 		"replay_from": replay, "objects": len(changed.inos), "took": time.Since(start).Round(time.Microsecond),
+		"copy": copied.Round(time.Microsecond), "backend_sync": (synced - copied).Round(time.Microsecond),
+		"persist": time.Since(persistStart).Round(time.Microsecond),
 	}).Debug("destage round")
 	return nil
 }
@@ -223,7 +228,8 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copyLSN uint64, bytes int64, err error) {
 	jobs := max(1, e.cfg.WritebackJobs)
 	for len(e.stageBufs) < jobs {
-		e.stageBufs = append(e.stageBufs, nil)
+		// A batch ends at the first page past destageBatch bytes.
+		e.stageBufs = append(e.stageBufs, make([]byte, 0, destageBatch+BlockSize))
 	}
 	// A record is a run of one object's consecutive blocks within one
 	// batch: its bytes lie back to back in the batch's buffer and go to
