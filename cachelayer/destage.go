@@ -83,7 +83,9 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 		target = dq.Len()
 	case destageToLow:
 		low := int(float64(e.dirtyLimit()) * e.cfg.LowWatermark)
-		target = max(0, e.pool.nDirty-low)
+		target = min(max(0, e.pool.nDirty-low), e.roundPages())
+	case destageStream:
+		target = e.roundPages()
 	}
 	changed := e.changed
 	e.changed = newChangeSet()
@@ -100,7 +102,7 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 	dq.Scan(func(k dirtyKey) bool {
 		take := len(picks) < target
 		if scope == destageStream {
-			take = k.Stream
+			take = take && k.Stream
 		}
 		if take {
 			picks = append(picks, blockKey{k.Ino, k.Blk})
@@ -438,7 +440,18 @@ func (e *Engine) noteBackendLSN(lsn uint64) {
 	}
 }
 
-// destageNeeded decides whether the flusher should run a round now.
+// roundPages bounds the pages of a watermark or stream round: a round frees
+// room only when it ends, so writers waiting at a full budget see room come
+// back a quarter of the budget (at least 4 MiB) at a time, not all at once
+// after one long round. Rounds that must take everything (max age, Flush,
+// write-through) are not bounded.
+func (e *Engine) roundPages() int {
+	return max(e.dirtyLimit()/4, (4<<20)/BlockSize)
+}
+
+// destageNeeded decides whether the flusher should run a round now. Once
+// dirty data reaches the high watermark, rounds continue until it is down
+// to the low one (e.draining).
 func (e *Engine) destageNeeded() (destageScope, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -454,8 +467,12 @@ func (e *Engine) destageNeeded() (destageScope, bool) {
 		return destageAll, true
 	}
 	if dirty >= int(float64(limit)*e.cfg.HighWatermark) {
+		e.draining = true
+	}
+	if e.draining && e.pool.nDirty > int(float64(limit)*e.cfg.LowWatermark) {
 		return destageToLow, true
 	}
+	e.draining = false
 	if e.streamDirty > 0 {
 		return destageStream, true
 	}

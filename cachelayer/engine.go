@@ -192,6 +192,7 @@ type Engine struct {
 	streams     map[Ino]streamPos // write-back sequential stream detection
 	streamDirty int               // dirty pages of sequential streams (dirtyKey.Stream)
 	failing     bool              // destage is failing (one Error log per episode)
+	draining    bool              // dirty data reached the high watermark and is not yet down to the low one
 
 	mode        atomic.Int32  // the cache Mode
 	backendLSN  atomic.Uint64 // every op up to this LSN has its effects in the backend

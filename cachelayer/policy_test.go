@@ -118,6 +118,38 @@ func TestDestageWatermarks(t *testing.T) {
 	}
 }
 
+// A drain from the high to the low watermark larger than one round's bound
+// takes several rounds and still stops exactly at the low watermark.
+func TestDestageDrainsInBoundedRounds(t *testing.T) {
+	// 4096 pages: high 0.9 = 3687 pages, low 0.1 = 409, a round at most
+	// 1024 pages: four rounds.
+	r := newRig(t, Config{CacheSize: 32 << 20, DirtyBytes: 16 << 20, HighWatermark: 0.9, LowWatermark: 0.1, MaxDirtyAge: time.Hour})
+	e := r.e
+	if got := e.roundPages(); got != 1024 {
+		t.Fatalf("round bound %d pages, want 1024", got)
+	}
+	f := mustCreate(t, e, RootIno, "f", syscall.S_IFREG|0o644)
+	rounds := e.Stats().DestageRounds.Load()
+	data := pattern(1, 3687*BlockSize)
+	for off := 0; off < len(data); off += 1 << 20 {
+		mustWrite(t, e, f.Ino, uint64(off), data[off:min(len(data), off+1<<20)])
+	}
+	waitFor(t, "the drain to the low watermark", func() bool {
+		e.mu.Lock()
+		defer e.mu.Unlock()
+		return e.pool.nDirty <= 409 && !e.draining
+	})
+	if d := e.Info().DirtyBytes / BlockSize; d != 409 {
+		t.Errorf("%d pages dirty after the drain, want the low watermark, 409", d)
+	}
+	if n := e.Stats().DestageRounds.Load() - rounds; n < 4 {
+		t.Errorf("the drain took %d rounds, want at least 4 of at most 1024 pages", n)
+	}
+	if got := readAll(t, e, f.Ino); !bytes.Equal(got, data) {
+		t.Fatal("reads back wrong after the drain")
+	}
+}
+
 // No dirty byte gets older than MaxDirtyAge, far below the watermarks.
 func TestMaxDirtyAge(t *testing.T) {
 	t.Run("decision", func(t *testing.T) {
