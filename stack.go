@@ -168,6 +168,7 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 	if cfg.Cache.Eviction == config.EvictFIFO {
 		ec.Eviction = cachelayer.EvictFIFO
 	}
+	ec.CleanThreshold = cfg.Backend.CleanThreshold
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways

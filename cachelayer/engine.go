@@ -62,6 +62,10 @@ type Config struct {
 	RootUid       uint32        // owner of a new filesystem's root directory
 	RootGid       uint32
 	RootMode      uint32 // permission bits of a new root (default 0755)
+	// CleanThreshold is the live fraction below which a backend segment
+	// is cleaned (its live extents rewritten, then the segment freed); in
+	// [0, 1). Unlike the fields above, zero keeps its meaning: no cleaning.
+	CleanThreshold float64
 }
 
 func (c *Config) setDefaults() {
@@ -120,6 +124,9 @@ func (c *Config) validate() error {
 	if c.Eviction != EvictLRU && c.Eviction != EvictFIFO {
 		errs = append(errs, fmt.Errorf("eviction %v is unknown", c.Eviction))
 	}
+	if !(c.CleanThreshold >= 0 && c.CleanThreshold < 1) {
+		errs = append(errs, fmt.Errorf("clean threshold %v: need 0 <= threshold < 1", c.CleanThreshold))
+	}
 	return errors.Join(errs...)
 }
 
@@ -172,6 +179,7 @@ type Engine struct {
 	destageMu sync.Mutex // one destage round at a time; before mu
 	stageBufs [][]byte   // destage's copies of pages, one per writeback job (under destageMu)
 	afterCopy func()     // tests only: runs between a round's copy and its repointing
+	clean     cleanState // segment cleaning (clean.go)
 
 	mu          sync.Mutex
 	st          meta

@@ -164,6 +164,9 @@ func (v *validator) flush() {
 	if s := f.SequentialCutoff; v.usable("flush.sequential_cutoff") && s < 0 {
 		v.fail("flush.sequential_cutoff", "%v must not be negative", s)
 	}
+	if th := v.c.Backend.CleanThreshold; v.usable("backend.clean_threshold") && (th < 0 || th >= 1) {
+		v.fail("backend.clean_threshold", "%s must be at least 0 and below 1", fraction(th))
+	}
 }
 
 func (v *validator) durations() {
