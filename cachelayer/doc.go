@@ -43,8 +43,12 @@
 // The flusher runs a round when the oldest dirty page is older than
 // MaxDirtyAge (all of it: nothing starves), when the log is half full (all),
 // when dirty pages reach HighWatermark of the dirty budget (oldest first,
-// down to LowWatermark), or when a sequential stream has dirty pages (those
-// pages). The dirty budget counts pages, so it is exact in bytes to a page.
+// round after round until LowWatermark), or when a sequential stream has
+// dirty pages (those pages). Watermark and stream rounds take at most a
+// quarter of the budget, because a round frees room only when it ends.
+// Within a round, WritebackJobs staged batches may be in flight: the next
+// batches are copied out of the cache while the previous one is appended
+// (the backend itself takes one stream of appends). The dirty budget counts pages, so it is exact in bytes to a page.
 // Writers above ThrottleWatermark are delayed in proportion to how far above
 // they are, scaled by the measured destage speed, so they slow down smoothly
 // towards it; at the full budget they wait for room. A write never fails for
