@@ -337,16 +337,24 @@ func (f *FS) resolve(p string) (cachelayer.Ino, syscall.Errno) {
 	return ino, 0
 }
 
-// cacheMode is the engine's only cache mode for now.
-const cacheMode = "write-back"
+func (f *FS) modeShow() []byte { return []byte(f.eng.Mode().String() + "\n") }
 
-func (f *FS) modeShow() []byte { return []byte(cacheMode + "\n") }
-
+// modeAct switches the cache mode of the live filesystem (dcache mode
+// writes here).
 func (f *FS) modeAct(ctx context.Context, arg string) syscall.Errno {
-	if arg == cacheMode {
-		return 0
+	const accepted = "write-back, write-through or write-around"
+	m, err := cachelayer.ParseMode(arg)
+	if err != nil {
+		return f.userError("mode", arg, accepted, syscall.EINVAL)
 	}
-	return f.userError("mode", arg, cacheMode, syscall.EINVAL)
+	old := f.eng.Mode()
+	if err := f.eng.SetMode(ctx, m, false); err != nil {
+		return syscall.Errno(f.toStatus("mode", err))
+	}
+	if old != m {
+		f.log.WithFields(logrus.Fields{"from": old.String(), "to": m.String()}).Info("cache mode changed on request")
+	}
+	return 0
 }
 
 func (f *FS) checkShow() []byte {

@@ -230,7 +230,7 @@ func TestCtlDirBehavesLikeSysfs(t *testing.T) {
 		want syscall.Errno
 	}{
 		{"mode write-back", tm.ctlWrite("mode", "write-back"), 0},
-		{"mode write-through", tm.ctlWrite("mode", "write-through"), syscall.EINVAL},
+		{"mode write-behind", tm.ctlWrite("mode", "write-behind"), syscall.EINVAL},
 		{"check run", tm.ctlWrite("check", "run"), syscall.EOPNOTSUPP},
 		{"check bogus", tm.ctlWrite("check", "bogus"), syscall.EINVAL},
 		{"flush empty", tm.ctlWrite("flush", ""), syscall.EINVAL},
@@ -258,8 +258,16 @@ func TestCtlDirBehavesLikeSysfs(t *testing.T) {
 			}
 		}
 	}
-	if got := strings.Join(warned, "|"); got != `write-back|"run"|"all" or a path relative to the mount|"all" or a path relative to the mount` {
+	if got := strings.Join(warned, "|"); got != `write-back, write-through or write-around|"run"|"all" or a path relative to the mount|"all" or a path relative to the mount` {
 		t.Errorf("log lines for the refused writes name %q", got)
+	}
+
+	// The mode file switches the engine's cache mode.
+	if err := tm.ctlWrite("mode", "write-through"); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(tm.path(".dcache/mode")); err != nil || string(b) != "write-through\n" || tm.eng.Mode() != cachelayer.ModeWriteThrough {
+		t.Errorf("after writing write-through, mode reads %q (%v), engine %v", b, err, tm.eng.Mode())
 	}
 
 	// A file named like the directory cannot be created beside it.
