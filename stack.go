@@ -153,6 +153,9 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		RootUid:       uint32(os.Getuid()),
 		RootGid:       uint32(os.Getgid()),
 	}
+	for _, q := range cfg.Quota.Directories {
+		ec.Quotas = append(ec.Quotas, cachelayer.DirQuota{Path: q.Path, Bytes: uint64(q.Bytes), Inodes: uint64(q.Inodes)})
+	}
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways

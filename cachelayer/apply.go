@@ -45,16 +45,19 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 		switch m.kind {
 		case mPutInode:
 			in := m.inode
-			if old, ok := e.st.inode(in.Ino); ok {
+			old, ok := e.st.inode(in.Ino)
+			if ok {
 				in.Blocks = old.Blocks
 			} else {
 				in.Blocks = 0
 			}
 			e.st.putInode(in)
+			e.quotaSizeLocked(in.Ino, old.Size, in.Size)
 			e.changed.inos[in.Ino] = struct{}{}
 		case mDelInode:
 			e.deleteObjectLocked(m.ino)
 		case mPutDirent:
+			e.quotaDirentLocked(m.dirent)
 			e.st.dirents.Set(m.dirent)
 			e.changed.dirents[direntKey{m.dirent.Parent, m.dirent.Name}] = struct{}{}
 		case mDelDirent:
@@ -92,6 +95,7 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 
 // deleteObjectLocked removes an object with everything it owns.
 func (e *Engine) deleteObjectLocked(ino Ino) {
+	e.quotaDeleteLocked(ino)
 	e.st.inodes.Delete(Inode{Ino: ino})
 	e.st.dropObject(ino)
 	e.dropPagesLocked(ino, 0, ^uint64(0))
@@ -281,6 +285,7 @@ func (e *Engine) applyWriteLocked(m *mutation, lsn uint64) {
 		off += c
 	}
 	if end > in.Size {
+		e.quotaSizeLocked(m.ino, in.Size, end)
 		in.Size = end
 	}
 	if m.flags&writeKeepTimes == 0 {
@@ -345,6 +350,7 @@ func (e *Engine) applyTruncateLocked(ino Ino, size uint64, lsn uint64) {
 	if size%BlockSize != 0 {
 		e.zeroRangeInBlockLocked(ino, size/BlockSize, size%BlockSize, BlockSize, lsn)
 	}
+	e.quotaSizeLocked(ino, in.Size, size)
 	in.Size = size
 	e.st.inodes.Set(in)
 	e.changed.inos[ino] = struct{}{}

@@ -292,6 +292,9 @@ func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, wo
 	if uint64(len(data)) > MaxFileSize || off+uint64(len(data)) > MaxFileSize {
 		return 0, ErrTooBig
 	}
+	if err := e.writeQuota(ino, off+uint64(len(data))); err != nil {
+		return 0, err // a write past a quota changes nothing, not even in part
+	}
 	chunk := uint64(min(maxWriteChunk, max(BlockSize, e.cfg.DirtyBytes/4)))
 	done := 0
 	for done < len(data) {
@@ -340,6 +343,9 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		}
 		if !in.IsReg() {
 			return nil, ErrInvalid
+		}
+		if err := e.quotaGrowLocked(ino, in.Size, off+n); err != nil {
+			return nil, err
 		}
 		fetch, short := e.writeNeedsLocked(ino, off, n)
 		if len(fetch) > 0 {

@@ -46,7 +46,8 @@ type Config struct {
 	SyncInterval  time.Duration // for SyncInterval (default 5 s)
 	RootUid       uint32        // owner of a new filesystem's root directory
 	RootGid       uint32
-	RootMode      uint32 // permission bits of a new root (default 0755)
+	RootMode      uint32     // permission bits of a new root (default 0755)
+	Quotas        []DirQuota // directory quotas (quota.go)
 }
 
 func (c *Config) setDefaults() {
@@ -83,6 +84,9 @@ func (c *Config) validate() error {
 	}
 	if c.LowWatermark < 0 || c.HighWatermark <= c.LowWatermark || c.HighWatermark > 1 {
 		errs = append(errs, fmt.Errorf("watermarks low %v high %v: need 0 <= low < high <= 1", c.LowWatermark, c.HighWatermark))
+	}
+	if err := validateQuotas(c.Quotas); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -153,6 +157,7 @@ type Engine struct {
 	metaSeq     uint64
 	deltaSize   int64 // bytes of deltas since the last full checkpoint
 	cpSize      int64 // bytes of the last full checkpoint
+	quota       quotaState
 
 	kick    chan struct{}
 	stop    chan struct{}

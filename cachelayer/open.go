@@ -45,6 +45,9 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 		p.close()
 		return nil, err
 	}
+	e.mu.Lock()
+	e.initQuotasLocked()
+	e.mu.Unlock()
 	e.lastPersist = time.Now()
 	e.done.Add(1)
 	go e.flusher()
