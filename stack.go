@@ -153,6 +153,15 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		RootUid:       uint32(os.Getuid()),
 		RootGid:       uint32(os.Getgid()),
 	}
+	switch cfg.Prefetch.Policy {
+	case config.PrefetchSequential:
+		ec.Prefetch = cachelayer.PrefetchSequential
+	case config.PrefetchWholeFile:
+		ec.Prefetch = cachelayer.PrefetchWholeFile
+	default:
+		ec.Prefetch = cachelayer.PrefetchNone
+	}
+	ec.PrefetchMaxWindow = int64(cfg.Prefetch.MaxWindow)
 	for _, q := range cfg.Quota.Directories {
 		ec.Quotas = append(ec.Quotas, cachelayer.DirQuota{Path: q.Path, Bytes: uint64(q.Bytes), Inodes: uint64(q.Inodes)})
 	}

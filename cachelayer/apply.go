@@ -122,6 +122,7 @@ func (e *Engine) allocPageLocked(ino Ino, blk uint64, s pageState, whole bool) u
 			panic("cachelayer: page allocation with no free or clean page")
 		}
 		vm := &e.pool.meta[v]
+		e.prefetchedGoneLocked(uint32(v))
 		e.pages.Delete(pageRef{Ino: vm.ino, Blk: vm.blk})
 		e.pool.release(uint32(v))
 		e.stats.Evictions.Add(1)
@@ -138,6 +139,7 @@ func (e *Engine) markDirtyLocked(r pageRef, lsn uint64) {
 		return
 	}
 	m := &e.pool.meta[r.Page]
+	m.prefetched = false // overwritten: neither read nor wasted
 	e.pool.setState(r.Page, pageDirty)
 	m.dirtyLSN, m.dirtyAt = lsn, time.Now().UnixNano()
 	r.Dirty = true
@@ -185,6 +187,7 @@ func (e *Engine) dropPagesLocked(ino Ino, from, to uint64) int {
 			m := &e.pool.meta[r.Page]
 			e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 		}
+		e.prefetchedGoneLocked(r.Page)
 		e.pages.Delete(r)
 		e.pool.release(r.Page)
 	}

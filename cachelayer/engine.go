@@ -48,6 +48,10 @@ type Config struct {
 	RootGid       uint32
 	RootMode      uint32     // permission bits of a new root (default 0755)
 	Quotas        []DirQuota // directory quotas (quota.go)
+	// Prefetch reads ahead from the backend (prefetch.go); the zero
+	// value reads only what is asked.
+	Prefetch          PrefetchPolicy
+	PrefetchMaxWindow int64 // largest sequential window (default 8 MiB)
 }
 
 func (c *Config) setDefaults() {
@@ -72,6 +76,9 @@ func (c *Config) setDefaults() {
 	if c.RootMode == 0 {
 		c.RootMode = 0o755
 	}
+	if c.PrefetchMaxWindow == 0 {
+		c.PrefetchMaxWindow = 8 << 20
+	}
 }
 
 func (c *Config) validate() error {
@@ -84,6 +91,9 @@ func (c *Config) validate() error {
 	}
 	if c.LowWatermark < 0 || c.HighWatermark <= c.LowWatermark || c.HighWatermark > 1 {
 		errs = append(errs, fmt.Errorf("watermarks low %v high %v: need 0 <= low < high <= 1", c.LowWatermark, c.HighWatermark))
+	}
+	if c.PrefetchMaxWindow < BlockSize {
+		errs = append(errs, fmt.Errorf("prefetch window %d is below one block", c.PrefetchMaxWindow))
 	}
 	if err := validateQuotas(c.Quotas); err != nil {
 		errs = append(errs, err)
@@ -158,6 +168,7 @@ type Engine struct {
 	deltaSize   int64 // bytes of deltas since the last full checkpoint
 	cpSize      int64 // bytes of the last full checkpoint
 	quota       quotaState
+	pf          prefetcher
 
 	kick    chan struct{}
 	stop    chan struct{}
@@ -199,6 +210,11 @@ type Stats struct {
 	ThrottleWaits  atomic.Int64
 	ThrottleWaitNs atomic.Int64
 	Ops            [len(opNames)]atomic.Int64
+
+	PrefetchBytes   atomic.Int64 // bytes read ahead from the backend into pages
+	PrefetchHits    atomic.Int64 // prefetched pages read afterwards
+	PrefetchWaste   atomic.Int64 // prefetched pages evicted or dropped unread
+	PrefetchDropped atomic.Int64 // prefetch jobs dropped (queue full) or abandoned (pool short)
 }
 
 // Snapshot of the cache's occupancy.
