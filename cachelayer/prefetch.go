@@ -24,7 +24,8 @@ import (
 // into the cache when it is opened (up to half the cache).
 //
 // Asynchrony. Foreground reads only decide and enqueue (a non-blocking send
-// on a bounded queue; a full queue drops the job); prefetchWorkers workers
+// on a bounded queue, a job per chunk of a window so that the workers read
+// it in parallel; a full queue drops the job); prefetchWorkers workers
 // do the I/O without Engine.mu and take it only to find what is missing
 // and to fill pages. A read never waits for a prefetch: one that reaches
 // blocks still being prefetched reads them itself. Conversely a prefetch
@@ -178,7 +179,10 @@ func (e *Engine) noteRead(ino Ino, off, n, size uint64) {
 	from = from / BlockSize * BlockSize
 	s.ra = to
 	s.window = min(2*s.window, maxWin)
-	e.enqueue(pfJob{ino: ino, from: from, to: to})
+	// A job per chunk, so that the workers read a window in parallel.
+	for ; from < to; from += prefetchChunk {
+		e.enqueue(pfJob{ino: ino, from: from, to: min(from+prefetchChunk, to)})
+	}
 }
 
 // Opened tells the engine that the filesystem layer opened file ino: with

@@ -24,8 +24,18 @@ func jobsAt(t *testing.T, maxWin int64, size uint64, reads [][2]uint64) ([]pfJob
 	var at []uint64
 	for _, r := range reads {
 		e.noteRead(7, r[0], r[1], size)
+		// The chunks of one step, as one job.
+		var step []pfJob
 		for len(e.pf.jobs) > 0 {
-			jobs = append(jobs, <-e.pf.jobs)
+			step = append(step, <-e.pf.jobs)
+		}
+		for i, j := range step {
+			if j.to-j.from > prefetchChunk || (i > 0 && j.from != step[i-1].to) {
+				t.Fatalf("step chunks %+v", step)
+			}
+		}
+		if len(step) > 0 {
+			jobs = append(jobs, pfJob{ino: step[0].ino, from: step[0].from, to: step[len(step)-1].to})
 			at = append(at, r[0]+r[1])
 		}
 	}
