@@ -382,6 +382,9 @@ func (e *Engine) buildRename(oldParent Ino, oldName string, newParent Ino, newNa
 	if err := e.quotaMoveLocked(src.Ino, src.IsDir(), newParent); err != nil {
 		return nil, err
 	}
+	if err := e.quotaTargetLocked(newParent, newName, dd.Ino, dstExists, src.IsDir()); err != nil {
+		return nil, err
+	}
 	if flags&RenameExchange != 0 && dstExists {
 		if dst, ok := b.get(dd.Ino); ok {
 			if err := e.quotaMoveLocked(dst.Ino, dst.IsDir(), oldParent); err != nil {

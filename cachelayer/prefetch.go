@@ -304,7 +304,7 @@ func (e *Engine) prefetch(j pfJob) {
 // prefetchMissesLocked lists the blocks [first, last) of ino that are in
 // backend records, not cached and not being loaded.
 func (e *Engine) prefetchMissesLocked(ino Ino, first, last uint64, busy []span) []miss {
-	var misses []miss
+	misses := make([]miss, 0, last-first)
 	e.st.extentsIn(ino, first*BlockSize, last*BlockSize, func(x Extent) bool {
 		for b := max(first, x.Off/BlockSize); b < min(last, x.End()/BlockSize); b++ {
 			if _, ok := e.pages.Get(pageRef{Ino: ino, Blk: b}); ok {

@@ -268,6 +268,34 @@ func (e *Engine) quotaMoveLocked(ino Ino, isDir bool, dir Ino) error {
 	return nil
 }
 
+// quotaTargetLocked fails with ErrCrossQuota when a rename would replace
+// a quota root (dst, when it exists), or move a directory to the path of
+// a quota not started yet: either would leave the configured path and the
+// bound directory apart until the next mount. (mv then copies: it makes
+// the directory, which starts the quota, and charges what it copies.)
+func (e *Engine) quotaTargetLocked(parent Ino, name string, dst Ino, dstExists, srcDir bool) error {
+	if e.quota.of == nil {
+		return nil
+	}
+	if dstExists {
+		if qi, ok := e.quota.of[dst]; ok && e.quota.list[qi].root == dst {
+			return ErrCrossQuota
+		}
+	}
+	if !srcDir {
+		return nil
+	}
+	for ci, parts := range e.quota.parts {
+		if e.quota.active[ci] >= 0 || len(parts) == 0 || parts[len(parts)-1] != name {
+			continue
+		}
+		if p, ok := e.resolvePathLocked(parts[:len(parts)-1]); ok && p == parent {
+			return ErrCrossQuota
+		}
+	}
+	return nil
+}
+
 // quotaDirentLocked runs when an entry is put: a new object joins the
 // quota of its directory (or starts the quota configured at its path).
 func (e *Engine) quotaDirentLocked(d Dirent) {
@@ -375,6 +403,9 @@ func (e *Engine) StatFSAt(ino Ino) (FSInfo, error) {
 // writeQuota checks a whole write ending at end before its first chunk;
 // each chunk checks again when it applies.
 func (e *Engine) writeQuota(ino Ino, end uint64) error {
+	if len(e.cfg.Quotas) == 0 {
+		return nil
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.quota.of == nil {

@@ -141,7 +141,7 @@ func TestQuotaInodes(t *testing.T) {
 }
 
 func TestQuotaRenameAndLink(t *testing.T) {
-	r := newRig(t, Config{CacheSize: 8 << 20, Quotas: []DirQuota{{Path: "top/p", Bytes: 1 << 20}, {Path: "q"}}})
+	r := newRig(t, Config{CacheSize: 8 << 20, Quotas: []DirQuota{{Path: "top/p", Bytes: 1 << 20}, {Path: "q"}, {Path: "later"}, {Path: "top/r"}}})
 	e := r.e
 	top := mustCreate(t, e, RootIno, "top", modeDir)
 	p := mustCreate(t, e, top.Ino, "p", modeDir)
@@ -149,6 +149,8 @@ func TestQuotaRenameAndLink(t *testing.T) {
 	in := mustCreate(t, e, p.Ino, "in", modeFile)
 	sub := mustCreate(t, e, p.Ino, "sub", modeDir)
 	mustCreate(t, e, RootIno, "out", modeFile)
+	mustCreate(t, e, top.Ino, "empty", modeDir)
+	mustCreate(t, e, top.Ino, "r", modeDir) // an empty quota root
 	mustCreate(t, e, q.Ino, "inq", modeFile)
 	mustWrite(t, e, in.Ino, 0, make([]byte, 10000))
 
@@ -164,6 +166,8 @@ func TestQuotaRenameAndLink(t *testing.T) {
 		{"quota root", func() error { return e.Rename(bg, top.Ino, "p", top.Ino, "p2", 0) }, ErrCrossQuota},
 		{"dir holding a quota root", func() error { return e.Rename(bg, RootIno, "top", RootIno, "top2", 0) }, ErrCrossQuota},
 		{"link into a quota", func() error { _, err := e.Link(bg, in.Ino, RootIno, "l"); return err }, ErrCrossQuota},
+		{"over a quota root", func() error { return e.Rename(bg, top.Ino, "empty", top.Ino, "r", 0) }, ErrCrossQuota},
+		{"to a quota path not started", func() error { return e.Rename(bg, top.Ino, "empty", RootIno, "later", 0) }, ErrCrossQuota},
 		{"link within", func() error { _, err := e.Link(bg, in.Ino, sub.Ino, "l"); return err }, nil},
 		{"rename within", func() error { return e.Rename(bg, p.Ino, "in", sub.Ino, "moved", 0) }, nil},
 		{"rename outside", func() error { return e.Rename(bg, RootIno, "out", RootIno, "out2", 0) }, nil},

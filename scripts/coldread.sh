@@ -2,7 +2,11 @@
 # coldread.sh: sequential read of a cold file through dcache (its data only
 # in backend segments: written, unmounted, mounted again, the kernel's
 # caches dropped) against the same read from the native directory, in one
-# run, for each prefetch policy. Prints MiB/s and the ratio to native.
+# run, for each prefetch policy. Prints MiB/s, the ratio to native, and the
+# CPU seconds the dcache daemon spent per GiB read (user + system), which
+# does not depend on how busy the machine is: on a machine whose CPUs are
+# shared, a FUSE daemon waits for a CPU on every request, and the ratio
+# then says more about the load than about dcache.
 #
 #   scripts/coldread.sh                        # 1GiB file, 3 rounds
 #   SIZE=256M REPS=5 POLICIES="none sequential" scripts/coldread.sh
@@ -58,24 +62,34 @@ cp "$WORK/native/f" "$WORK/mnt/f"
 "$BIN" umount "$WORK/mnt" >/dev/null # destages everything
 
 mibs() { echo "$bytes / 1048576 / $1" | bc -l; }
-declare -A sum
+# CPU seconds (user + system) of the running daemon so far
+cpu() {
+	local pid
+	pid=$(head -1 "$WORK/dcache-data/dcache.lock")
+	awk -v hz="$(getconf CLK_TCK)" '{print ($14 + $15) / hz}' "/proc/$pid/stat"
+}
+declare -A sum cpusum
 for r in $(seq "$REPS"); do
 	t=$(readtime "$WORK/native/f")
 	sum[native]=$(echo "${sum[native]:-0} + $(mibs "$t")" | bc -l)
 	printf "round %d native      %8.1f MiB/s\n" "$r" "$(mibs "$t")" >&2
 	for p in $POLICIES; do
 		mount_dc "$p"
+		c0=$(cpu)
 		t=$(readtime "$WORK/mnt/f")
+		c=$(echo "($(cpu) - $c0) * 1073741824 / $bytes" | bc -l)
+		cpusum[$p]=$(echo "${cpusum[$p]:-0} + $c" | bc -l)
 		cmp -s "$WORK/native/f" "$WORK/mnt/f" || { echo "coldread: dcache returned different bytes" >&2; exit 1; }
 		"$BIN" umount "$WORK/mnt" >/dev/null
 		sum[$p]=$(echo "${sum[$p]:-0} + $(mibs "$t")" | bc -l)
-		printf "round %d %-11s %8.1f MiB/s\n" "$r" "$p" "$(mibs "$t")" >&2
+		printf "round %d %-11s %8.1f MiB/s  daemon %.2f CPU s/GiB\n" "$r" "$p" "$(mibs "$t")" "$c" >&2
 	done
 done
 nat=$(echo "${sum[native]} / $REPS" | bc -l)
-printf "%-22s %10s %8s\n" "cold sequential read" "MiB/s" "ratio"
-printf "%-22s %10.1f %8.2f\n" "native" "$nat" 1
+printf "%-28s %10s %8s %14s\n" "cold sequential read" "MiB/s" "ratio" "daemon CPU s/GiB"
+printf "%-28s %10.1f %8.2f\n" "native" "$nat" 1
 for p in $POLICIES; do
 	m=$(echo "${sum[$p]} / $REPS" | bc -l)
-	printf "%-22s %10.1f %8.2f\n" "dcache prefetch=$p" "$m" "$(echo "$m / $nat" | bc -l)"
+	printf "%-28s %10.1f %8.2f %14.2f\n" "dcache prefetch=$p" "$m" "$(echo "$m / $nat" | bc -l)" "$(echo "${cpusum[$p]} / $REPS" | bc -l)"
 done
+echo "# load average: $(cut -d' ' -f1-3 /proc/loadavg) on $(nproc) CPUs"
