@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -103,13 +102,13 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 // payloadBufs recycles write-record payloads (up to a chunk plus its
 // header): the log copies a record into its own buffer when it is
 // committed, so the payload is free again once the op returns.
-var payloadBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteChunk+256); return &b }}
+var payloadBufs = newBufPool(8<<10, 64<<10, maxWriteChunk+256)
 
 // maxReadSpan bounds one backend read of adjacent records.
 const maxReadSpan = 1 << 20
 
-// spanBufs recycles span-sized read buffers.
-var spanBufs = sync.Pool{New: func() any { b := make([]byte, maxReadSpan); return &b }}
+// spanBufs recycles backend read buffers.
+var spanBufs = newBufPool(64<<10, maxReadSpan)
 
 // loadRecords reads the distinct records behind misses from the backend,
 // checksum verified, without the lock. Records that lie back to back in a
@@ -134,7 +133,7 @@ func (e *Engine) loadRecords(misses []miss, count *atomic.Int64) (map[backend.Ad
 	var bufs []*[]byte
 	fail := func(err error) (map[backend.Addr][]byte, []*[]byte, error) {
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 		return nil, nil, fmt.Errorf("cachelayer: read backend: %w", err)
 	}
@@ -145,13 +144,9 @@ func (e *Engine) loadRecords(misses []miss, count *atomic.Int64) (map[backend.Ad
 			j++
 		}
 		span := addrs[j-1].End() - addrs[i].Off
-		bp := spanBufs.Get().(*[]byte)
-		if span > uint64(len(*bp)) {
-			b := make([]byte, span)
-			bp = &b
-		}
+		bp := spanBufs.get(int(span))
 		bufs = append(bufs, bp)
-		buf := (*bp)[:span]
+		buf := *bp
 		var err error
 		if j-i == 1 {
 			err = e.be.Read(addrs[i], buf)
@@ -182,7 +177,7 @@ func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte
 	}
 	defer func() {
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 	}()
 	end := off + uint64(len(dst))
@@ -284,7 +279,7 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 	}
 	defer func() {
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 	}()
 	starts := recordStarts(misses)
@@ -342,9 +337,9 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		flags |= writeKeepTimes
 	}
 	m.flags = flags
-	bp := payloadBufs.Get().(*[]byte)
+	bp := payloadBufs.get(len(data) + 256)
 	*bp = appendMutation((*bp)[:0], &m)
-	defer payloadBufs.Put(bp) // the log copies the record at Commit
+	defer payloadBufs.put(bp) // the log copies the record at Commit
 	rec := &LogRecord{Type: uint8(OpWrite), Flags: flags, Obj: uint64(ino), Off: off, Len: uint32(n), Payload: *bp}
 	lsn, err := e.run(ctx, 0, rec, func() (*txn, error) {
 		in, ok := e.st.inode(ino)

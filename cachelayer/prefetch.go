@@ -295,7 +295,7 @@ func (e *Engine) prefetch(j pfJob) {
 		}
 		e.mu.Unlock()
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 		e.stats.PrefetchBytes.Add(int64(n) * BlockSize)
 	}
