@@ -99,3 +99,26 @@ func TestQuota(t *testing.T) {
 		t.Errorf("write after remount: %v, want EDQUOT (bytes)", err)
 	}
 }
+
+// TestQuotaWritebackFsync checks that with the kernel's write-back cache,
+// where write(2) lands in the page cache, fsync reports the EDQUOT of the
+// bytes past the quota.
+func TestQuotaWritebackFsync(t *testing.T) {
+	cfg := testConfig()
+	cfg.Quotas = []cachelayer.DirQuota{{Path: "q", Bytes: 1 << 20}}
+	tm := newTestMount(t, cfg) // write-back cache on
+	if err := os.Mkdir(tm.path("q"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(tm.path("q/f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(make([]byte, 2<<20)); err != nil {
+		t.Fatalf("write into the page cache: %v", err)
+	}
+	if err := f.Sync(); !errors.Is(err, syscall.EDQUOT) {
+		t.Errorf("fsync of writes past the quota: %v, want EDQUOT", err)
+	}
+}
