@@ -34,6 +34,9 @@ func (e *Engine) readLocked(ino Ino, off uint64, dst []byte) []miss {
 			bs := next * BlockSize
 			lo, hi := max(bs, off), min(bs+BlockSize, end)
 			if x, ok := e.st.extentAt(ino, bs); ok {
+				if misses == nil {
+					misses = make([]miss, 0, last-next+1) // a cold range misses all through
+				}
 				misses = append(misses, miss{blk: next, x: x})
 				continue
 			}
