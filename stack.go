@@ -153,6 +153,7 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		RootUid:       uint32(os.Getuid()),
 		RootGid:       uint32(os.Getgid()),
 	}
+	ec.CleanThreshold = cfg.Backend.CleanThreshold
 	switch cfg.Prefetch.Policy {
 	case config.PrefetchSequential:
 		ec.Prefetch = cachelayer.PrefetchSequential

@@ -176,6 +176,9 @@ func (e *Engine) loadRecords(misses []miss, count *atomic.Int64) (map[backend.Ad
 func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte, misses []miss) (bool, error) {
 	recs, bufs, err := e.loadRecords(misses, &e.stats.ReadMisses)
 	if err != nil {
+		if e.missesMoved(ino, misses) {
+			return false, nil // cleaning moved the data: look again
+		}
 		return false, err
 	}
 	defer func() {
@@ -278,6 +281,9 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 	}
 	recs, bufs, err := e.loadRecords(misses, &e.stats.ReadMisses)
 	if err != nil {
+		if e.missesMoved(ino, misses) {
+			return nil // cleaning moved the data: the caller looks again
+		}
 		return err
 	}
 	defer func() {

@@ -62,6 +62,11 @@ const minDeltaBeforeCheckpoint = 16 << 20
 func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) error {
 	e.destageMu.Lock()
 	defer e.destageMu.Unlock()
+	return e.destageLocked(ctx, scope, persist)
+}
+
+// destageLocked is destage with e.destageMu held.
+func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist bool) error {
 	start := time.Now()
 
 	// 1. The cut.

@@ -46,8 +46,12 @@ type Config struct {
 	SyncInterval  time.Duration // for SyncInterval (default 5 s)
 	RootUid       uint32        // owner of a new filesystem's root directory
 	RootGid       uint32
-	RootMode      uint32     // permission bits of a new root (default 0755)
-	Quotas        []DirQuota // directory quotas (quota.go)
+	RootMode      uint32 // permission bits of a new root (default 0755)
+	// CleanThreshold is the live fraction below which a backend segment
+	// is cleaned (its live extents rewritten, then the segment freed); in
+	// [0, 1). Unlike the fields above, zero keeps its meaning: no cleaning.
+	CleanThreshold float64
+	Quotas         []DirQuota // directory quotas (quota.go)
 	// Prefetch reads ahead from the backend (prefetch.go); the zero
 	// value reads only what is asked.
 	Prefetch          PrefetchPolicy
@@ -91,6 +95,9 @@ func (c *Config) validate() error {
 	}
 	if c.LowWatermark < 0 || c.HighWatermark <= c.LowWatermark || c.HighWatermark > 1 {
 		errs = append(errs, fmt.Errorf("watermarks low %v high %v: need 0 <= low < high <= 1", c.LowWatermark, c.HighWatermark))
+	}
+	if !(c.CleanThreshold >= 0 && c.CleanThreshold < 1) {
+		errs = append(errs, fmt.Errorf("clean threshold %v: need 0 <= threshold < 1", c.CleanThreshold))
 	}
 	if c.PrefetchMaxWindow < BlockSize {
 		errs = append(errs, fmt.Errorf("prefetch window %d is below one block", c.PrefetchMaxWindow))
@@ -150,6 +157,7 @@ type Engine struct {
 	destageMu sync.Mutex // one destage round at a time; before mu
 	stageBuf  []byte     // destage's copy of pages (under destageMu)
 	afterCopy func()     // tests only: runs between a round's copy and its repointing
+	clean     cleanState // segment cleaning (clean.go)
 
 	mu          sync.Mutex
 	st          meta

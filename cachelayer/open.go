@@ -52,6 +52,10 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 	e.lastPersist = time.Now()
 	e.done.Add(1)
 	go e.flusher()
+	if cfg.CleanThreshold > 0 {
+		e.done.Add(1)
+		go e.cleaner()
+	}
 	if cfg.Sync == SyncInterval {
 		e.done.Add(1)
 		go e.syncer()
@@ -69,6 +73,7 @@ func (e *Engine) recover() error {
 		return e.format()
 	}
 	e.st = m
+	e.trackUsage()
 	e.metaSeq = seq
 	e.lastLSN = h.cut
 	// Blocks is derived: count the destaged blocks of every object.
@@ -150,6 +155,7 @@ func (e *Engine) recover() error {
 // format creates a new filesystem: the root directory, persisted at once.
 func (e *Engine) format() error {
 	e.st = newMeta()
+	e.trackUsage()
 	ts := now()
 	root := Inode{
 		Ino: RootIno, Parent: RootIno, Mode: syscall.S_IFDIR | e.cfg.RootMode&0o7777, Nlink: 2,

@@ -189,6 +189,9 @@ func (v *validator) flush() {
 			v.fail("flush.low_watermark", "%s must be below flush.high_watermark (%s)", fraction(low), fraction(high))
 		}
 	}
+	if th := v.c.Backend.CleanThreshold; v.usable("backend.clean_threshold") && (th < 0 || th >= 1) {
+		v.fail("backend.clean_threshold", "%s must be at least 0 and below 1", fraction(th))
+	}
 }
 
 func (v *validator) durations() {

@@ -72,7 +72,7 @@ func defaultConfig(dir string) Config {
 		Cache:   Cache{Size: GiB},
 		Quota:   Quota{DirtyBytes: 512 * MiB, Directories: []DirQuota{}},
 		Flush:   Flush{HighWatermark: 0.5, LowWatermark: 0.3, MaxDirtyAge: 30 * time.Second, SegmentSize: 64 * MiB},
-		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend")},
+		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend"), CleanThreshold: 0.5},
 		Log: Log{
 			Replicas:     []Replica{{Path: filepath.Join(data, "log"), Type: ReplicaSSD, Size: GiB}},
 			WriteQuorum:  QuorumAll,
@@ -183,7 +183,7 @@ func TestLoadOverrides(t *testing.T) {
 			check: func(c *Config) bool {
 				return c.DataDir == "/srv/dc" && c.Quota.DirtyBytes == 256*MiB && c.Flush.HighWatermark == 0.8 &&
 					c.Flush.LowWatermark == 0 && c.Flush.MaxDirtyAge == 100*time.Millisecond &&
-					c.Flush.SegmentSize == 4*GiB && c.Backend == Backend{BackendDir, "/mnt/slow"} &&
+					c.Flush.SegmentSize == 4*GiB && c.Backend == Backend{Type: BackendDir, Path: "/mnt/slow", CleanThreshold: 0.5} &&
 					c.Log.Replicas[0].Path == "/srv/dc/log" && c.Log.WriteQuorum == QuorumMajority &&
 					c.Log.Sync == SyncInterval && c.Log.SyncInterval == 250*time.Millisecond &&
 					c.Log.Compression == CompressionNone && !c.Fuse.AllowOther && c.Fuse.AttrTimeout == 0 &&
@@ -413,6 +413,10 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`flush.high_watermark: 0 must be above 0 and at most 1`}, n: 1},
 		{name: "high above one", in: input{args: []string{"--flush.high_watermark=1.5"}},
 			want: []string{`flush.high_watermark: 1.5 must be above 0 and at most 1`}, n: 1},
+		{name: "clean threshold one", in: input{file: "backend:\n  clean_threshold: 1\n"},
+			want: []string{`FILE:2: backend.clean_threshold: 1 must be at least 0 and below 1`}, n: 1},
+		{name: "clean threshold negative", in: input{args: []string{"--backend.clean_threshold=-0.5"}},
+			want: []string{`backend.clean_threshold: -0.5 must be at least 0 and below 1`}, n: 1},
 		{name: "low negative", in: input{args: []string{"--flush.low_watermark=-0.1"}},
 			want: []string{`flush.low_watermark: -0.1 must not be negative`}},
 		{name: "cache too small", in: input{args: []string{"--cache.size=8MiB", "--quota.dirty_bytes=4MiB"}},

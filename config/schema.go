@@ -94,6 +94,8 @@ func schema() []key {
 			func(c *Config) *BackendType { return &c.Backend.Type }),
 		pathKey("backend.path", `backend directory ("" = <data_dir>/backend)`,
 			func(c *Config) *string { return &c.Backend.Path }),
+		fractionKey("backend.clean_threshold", "live fraction below which a segment is cleaned, [0,1); 0 disables cleaning",
+			func(c *Config) *float64 { return &c.Backend.CleanThreshold }),
 		{
 			name:  "log.replicas",
 			typ:   "PATH:TYPE:SIZE,...",

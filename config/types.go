@@ -68,6 +68,9 @@ type Flush struct {
 type Backend struct {
 	Type BackendType
 	Path string // absolute; defaults to DataDir/backend
+	// CleanThreshold is the live fraction below which a segment is
+	// cleaned; 0 disables cleaning.
+	CleanThreshold float64
 }
 
 // Log is the write-ahead log area.
