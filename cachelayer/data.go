@@ -333,6 +333,7 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, nil
 	}
 	blocks := int((off+n-1)/BlockSize - off/BlockSize + 1)
+	mode := e.Mode() // one mode for the whole write, whatever SetMode does meanwhile
 	if err := e.throttle(ctx, blocks); err != nil {
 		return 0, err
 	}
@@ -377,6 +378,26 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, err
 	}
 	e.stats.BytesWritten.Add(int64(n))
+	switch mode {
+	case ModeWriteThrough, ModeWriteAround:
+		// The write has taken effect (it is logged): whatever happens
+		// to the wait, it reports success.
+		e.stats.ThroughWrites.Add(1)
+		if e.waitBackend(ctx, lsn) && mode == ModeWriteAround {
+			e.mu.Lock()
+			e.invalidateCleanLocked(ino, off, n)
+			e.mu.Unlock()
+		}
+		if e.backendLSN.Load() >= lsn {
+			return int(n), nil // durable: the log sync below is moot
+		}
+	default:
+		e.mu.Lock()
+		if e.noteStreamLocked(ino, off, n) {
+			e.stats.StreamBytes.Add(int64(n))
+		}
+		e.mu.Unlock()
+	}
 	if wo.Sync && e.cfg.Sync != SyncAlways {
 		// The bytes are written: not cut short by an interruption (see run).
 		if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
@@ -390,15 +411,33 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 func (e *Engine) dirtyLimit() int { return int(e.cfg.DirtyBytes / BlockSize) }
 
 // throttle waits until blocks more dirty pages fit in the dirty budget and
-// reserves them. A write never fails for lack of room: it waits for destage.
+// reserves them: above the throttle watermark it first delays the write in
+// proportion (throttleDelayLocked), and at the full budget it waits for
+// room. A write never fails for lack of room: it waits for destage.
 func (e *Engine) throttle(ctx context.Context, blocks int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	limit := e.dirtyLimit()
-	if e.pool.nDirty+e.reserved+blocks > int(float64(limit)*e.cfg.HighWatermark) {
+	used := e.pool.nDirty + e.reserved + blocks
+	if used > int(float64(limit)*e.cfg.HighWatermark) {
 		e.kickLocked()
 	}
 	var start time.Time
+	if d := e.throttleDelayLocked(float64(used)/float64(limit), blocks); d > 0 {
+		start = time.Now()
+		e.stats.ThrottleWaits.Add(1)
+		e.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			e.mu.Lock()
+			e.stats.ThrottleWaitNs.Add(int64(time.Since(start)))
+			return ctx.Err()
+		}
+		e.mu.Lock()
+	}
 	for e.pool.nDirty+e.reserved+blocks > limit && e.pool.nDirty+e.reserved > 0 {
 		if start.IsZero() {
 			start = time.Now()

@@ -175,6 +175,7 @@ type rig struct {
 	cfg     Config
 	segSize int64 // backend segment size; 0: 4 MiB
 	wal     *memWAL
+	fs      backend.FS // the backend's filesystem (nil: the OS's)
 	be      *backend.Store
 	e       *Engine
 }
@@ -183,7 +184,14 @@ func newRig(t testing.TB, cfg Config) *rig { return newRigSeg(t, cfg, 0) }
 
 // newRigSeg is newRig with backend segments of segSize bytes.
 func newRigSeg(t testing.TB, cfg Config, segSize int64) *rig {
-	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}, segSize: segSize}
+	return newRigOn(t, cfg, segSize, nil)
+}
+
+// newRigFS is newRig with the backend on fsys.
+func newRigFS(t testing.TB, cfg Config, fsys backend.FS) *rig { return newRigOn(t, cfg, 0, fsys) }
+
+func newRigOn(t testing.TB, cfg Config, segSize int64, fsys backend.FS) *rig {
+	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}, segSize: segSize, fs: fsys}
 	r.start()
 	t.Cleanup(func() {
 		if r.e != nil {
@@ -199,7 +207,11 @@ func (r *rig) start() {
 	if segSize == 0 {
 		segSize = 4 << 20
 	}
-	be, _, err := backend.Open(backend.OSFS{}, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
+	fsys := r.fs
+	if fsys == nil {
+		fsys = backend.OSFS{}
+	}
+	be, _, err := backend.Open(fsys, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
 	if err != nil {
 		r.t.Fatalf("open backend: %v", err)
 	}
