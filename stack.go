@@ -170,6 +170,18 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		ec.Eviction = cachelayer.EvictFIFO
 	}
 	ec.CleanThreshold = cfg.Backend.CleanThreshold
+	switch cfg.Prefetch.Policy {
+	case config.PrefetchSequential:
+		ec.Prefetch = cachelayer.PrefetchSequential
+	case config.PrefetchWholeFile:
+		ec.Prefetch = cachelayer.PrefetchWholeFile
+	default:
+		ec.Prefetch = cachelayer.PrefetchNone
+	}
+	ec.PrefetchMaxWindow = int64(cfg.Prefetch.MaxWindow)
+	for _, q := range cfg.Quota.Directories {
+		ec.Quotas = append(ec.Quotas, cachelayer.DirQuota{Path: q.Path, Bytes: uint64(q.Bytes), Inodes: uint64(q.Inodes)})
+	}
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways

@@ -45,16 +45,19 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 		switch m.kind {
 		case mPutInode:
 			in := m.inode
-			if old, ok := e.st.inode(in.Ino); ok {
+			old, ok := e.st.inode(in.Ino)
+			if ok {
 				in.Blocks = old.Blocks
 			} else {
 				in.Blocks = 0
 			}
 			e.st.putInode(in)
+			e.quotaSizeLocked(in.Ino, old.Size, in.Size)
 			e.changed.inos[in.Ino] = struct{}{}
 		case mDelInode:
 			e.deleteObjectLocked(m.ino)
 		case mPutDirent:
+			e.quotaDirentLocked(m.dirent)
 			e.st.dirents.Set(m.dirent)
 			e.changed.dirents[direntKey{m.dirent.Parent, m.dirent.Name}] = struct{}{}
 		case mDelDirent:
@@ -92,6 +95,7 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 
 // deleteObjectLocked removes an object with everything it owns.
 func (e *Engine) deleteObjectLocked(ino Ino) {
+	e.quotaDeleteLocked(ino)
 	e.st.inodes.Delete(Inode{Ino: ino})
 	e.st.dropObject(ino)
 	e.dropPagesLocked(ino, 0, ^uint64(0))
@@ -119,6 +123,7 @@ func (e *Engine) allocPageLocked(ino Ino, blk uint64, s pageState, whole bool) u
 			panic("cachelayer: page allocation with no free or clean page")
 		}
 		vm := &e.pool.meta[v]
+		e.prefetchedGoneLocked(uint32(v))
 		e.pages.Delete(pageRef{Ino: vm.ino, Blk: vm.blk})
 		e.pool.release(uint32(v))
 		e.stats.Evictions.Add(1)
@@ -135,6 +140,7 @@ func (e *Engine) markDirtyLocked(r pageRef, lsn uint64) {
 		return
 	}
 	m := &e.pool.meta[r.Page]
+	m.prefetched = false // overwritten: neither read nor wasted
 	e.pool.setState(r.Page, pageDirty)
 	m.dirtyLSN, m.dirtyAt = lsn, time.Now().UnixNano()
 	r.Dirty = true
@@ -189,6 +195,7 @@ func (e *Engine) dropPagesLocked(ino Ino, from, to uint64) int {
 			m := &e.pool.meta[r.Page]
 			e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 		}
+		e.prefetchedGoneLocked(r.Page)
 		e.pages.Delete(r)
 		e.pool.release(r.Page)
 	}
@@ -289,6 +296,7 @@ func (e *Engine) applyWriteLocked(m *mutation, lsn uint64) {
 		off += c
 	}
 	if end > in.Size {
+		e.quotaSizeLocked(m.ino, in.Size, end)
 		in.Size = end
 	}
 	if m.flags&writeKeepTimes == 0 {
@@ -353,6 +361,7 @@ func (e *Engine) applyTruncateLocked(ino Ino, size uint64, lsn uint64) {
 	if size%BlockSize != 0 {
 		e.zeroRangeInBlockLocked(ino, size/BlockSize, size%BlockSize, BlockSize, lsn)
 	}
+	e.quotaSizeLocked(ino, in.Size, size)
 	in.Size = size
 	e.st.inodes.Set(in)
 	e.changed.inos[ino] = struct{}{}

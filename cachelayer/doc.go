@@ -90,10 +90,19 @@
 // clean pages are the first evicted. They are ordinary logged writes, so a
 // crash loses nothing.
 //
+// # Quotas and prefetch
+//
+// Directory quotas (quota.go) limit the apparent bytes and the objects of a
+// directory tree, like XFS project quotas; usage is recomputed at open by
+// walking the trees. The prefetcher (prefetch.go) reads ahead from the
+// backend into clean pages, in the background, for sequential readers or
+// whole files on open.
+//
 // # Locks
 //
 // Lock order: Engine.destageMu (one destage round at a time) before Engine.mu
 // (all metadata, the page index and page contents) before the WAL's internal
-// locks. Nothing that waits on I/O, on the log's space or on the dirty budget
-// runs under Engine.mu; functions that need it held end in Locked.
+// locks. The prefetcher's lock is a leaf, never held with Engine.mu. Nothing
+// that waits on I/O, on the log's space or on the dirty budget runs under
+// Engine.mu; functions that need it held end in Locked.
 package cachelayer

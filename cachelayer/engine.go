@@ -67,6 +67,11 @@ type Config struct {
 	// is cleaned (its live extents rewritten, then the segment freed); in
 	// [0, 1). Unlike the fields above, zero keeps its meaning: no cleaning.
 	CleanThreshold float64
+	Quotas         []DirQuota // directory quotas (quota.go)
+	// Prefetch reads ahead from the backend (prefetch.go); the zero
+	// value reads only what is asked.
+	Prefetch          PrefetchPolicy
+	PrefetchMaxWindow int64 // largest sequential window (default 8 MiB)
 }
 
 func (c *Config) setDefaults() {
@@ -96,6 +101,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.RootMode == 0 {
 		c.RootMode = 0o755
+	}
+	if c.PrefetchMaxWindow == 0 {
+		c.PrefetchMaxWindow = 8 << 20
 	}
 }
 
@@ -127,6 +135,12 @@ func (c *Config) validate() error {
 	}
 	if !(c.CleanThreshold >= 0 && c.CleanThreshold < 1) {
 		errs = append(errs, fmt.Errorf("clean threshold %v: need 0 <= threshold < 1", c.CleanThreshold))
+	}
+	if c.PrefetchMaxWindow < BlockSize {
+		errs = append(errs, fmt.Errorf("prefetch window %d is below one block", c.PrefetchMaxWindow))
+	}
+	if err := validateQuotas(c.Quotas); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -206,6 +220,8 @@ type Engine struct {
 	mode        atomic.Int32  // the cache Mode
 	backendLSN  atomic.Uint64 // every op up to this LSN has its effects in the backend
 	destageRate atomic.Int64  // recent destage throughput, bytes per second (0: not measured yet)
+	quota       quotaState
+	pf          prefetcher
 
 	kick    chan struct{}
 	stop    chan struct{}
@@ -259,6 +275,11 @@ type Stats struct {
 	StreamBytes    atomic.Int64 // write-back bytes of sequential streams past the cutoff
 	ModeSwitches   atomic.Int64
 	Ops            [len(opNames)]atomic.Int64
+
+	PrefetchBytes   atomic.Int64 // bytes read ahead from the backend into pages
+	PrefetchHits    atomic.Int64 // prefetched pages read afterwards
+	PrefetchWaste   atomic.Int64 // prefetched pages evicted or dropped unread
+	PrefetchDropped atomic.Int64 // prefetch jobs dropped (queue full) or abandoned (pool short)
 }
 
 // Snapshot of the cache's occupancy.

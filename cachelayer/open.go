@@ -49,6 +49,10 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 		p.close()
 		return nil, err
 	}
+	e.mu.Lock()
+	e.initQuotasLocked()
+	e.mu.Unlock()
+	e.startPrefetch()
 	e.lastPersist = time.Now()
 	e.done.Add(1)
 	go e.flusher()

@@ -38,6 +38,8 @@ type pageMeta struct {
 	prev     int32  // LRU links (clean pages only); -1 = none
 	next     int32
 	state    pageState
+	// prefetched marks a page filled by the prefetcher and not read yet.
+	prefetched bool
 }
 
 // pool is the fixed page pool: one anonymous mapping of n pages, so memory
@@ -123,7 +125,7 @@ func (p *pool) assign(i uint32, ino Ino, blk uint64, s pageState, whole bool) {
 	if !whole && m.seq != 0 {
 		clear(p.data(i))
 	}
-	m.ino, m.blk, m.ver, m.dirtyLSN, m.dirtyAt = ino, blk, 0, 0, 0
+	m.ino, m.blk, m.ver, m.dirtyLSN, m.dirtyAt, m.prefetched = ino, blk, 0, 0, 0, false
 	m.seq++
 	m.state = pageFree
 	p.setState(i, s)

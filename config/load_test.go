@@ -70,7 +70,7 @@ func defaultConfig(dir string) Config {
 	return Config{
 		DataDir: data,
 		Cache:   Cache{Size: GiB, Mode: ModeWriteBack, Eviction: EvictLRU},
-		Quota:   Quota{DirtyBytes: 512 * MiB},
+		Quota:   Quota{DirtyBytes: 512 * MiB, Directories: []DirQuota{}},
 		Flush: Flush{HighWatermark: 0.5, LowWatermark: 0.3, ThrottleWatermark: 0.9, MaxDirtyAge: 30 * time.Second,
 			WritebackJobs: 4, SegmentSize: 64 * MiB, SequentialCutoff: 4 * MiB},
 		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend"), CleanThreshold: 0.5},
@@ -85,8 +85,9 @@ func defaultConfig(dir string) Config {
 			AllowOther: true, AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second,
 			MaxWrite: MiB, ReadAhead: 4 * MiB, WritebackCache: true, Debug: false,
 		},
-		Logging: Logging{Level: LevelInfo, Format: FormatText},
-		Stats:   Stats{DirName: ".dcache", HungThreshold: 5 * time.Second},
+		Prefetch: Prefetch{Policy: PrefetchSequential, MaxWindow: 8 * MiB},
+		Logging:  Logging{Level: LevelInfo, Format: FormatText},
+		Stats:    Stats{DirName: ".dcache", HungThreshold: 5 * time.Second},
 	}
 }
 
@@ -267,6 +268,29 @@ func TestLoadOverrides(t *testing.T) {
 				return reflect.DeepEqual(c.Log.Replicas, []Replica{
 					{"/a1", ReplicaSSD, GiB}, {"/a2", ReplicaAEP, 8 * MiB}, {"/a3", ReplicaSSD, 9 * MiB},
 				})
+			},
+		},
+		{
+			name: "directory quotas from the file: limits left out are none, paths cleaned",
+			in: input{file: "quota:\n  directories:\n    - {path: /projects/a, bytes: 10GiB, inodes: 100000}\n" +
+				"    - path: b//c/\n      inodes: 5\n    - {path: /x:y, bytes: 1MiB}\nprefetch:\n  policy: whole-file\n  max_window: 64KiB\n"},
+			check: func(c *Config) bool {
+				return reflect.DeepEqual(c.Quota.Directories, []DirQuota{
+					{"/projects/a", 10 * GiB, 100000}, {"/b/c", 0, 5}, {"/x:y", MiB, 0},
+				}) && c.Prefetch == Prefetch{PrefetchWholeFile, 64 * KiB}
+			},
+			origins: map[string]string{"quota.directories": "dcache.yaml:2"},
+		},
+		{
+			name: "directory quotas by env and flags",
+			in: input{
+				env:  []string{"DCACHE_QUOTA_DIRECTORIES=/e:1GiB:0", "DCACHE_PREFETCH_POLICY=none"},
+				args: []string{"--quota.directories", "/a:1GiB:10,/b:0:0", "--quota.directories=/c:c:2MiB:3"},
+			},
+			check: func(c *Config) bool {
+				return reflect.DeepEqual(c.Quota.Directories, []DirQuota{
+					{"/a", GiB, 10}, {"/b", 0, 0}, {"/c:c", 2 * MiB, 3},
+				}) && c.Prefetch.Policy == PrefetchNone
 			},
 		},
 		{
@@ -461,6 +485,24 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`log.sync_interval: 0s must be above 0`}},
 		{name: "negative timeout", in: input{file: "fuse:\n  entry_timeout: -1s\n"},
 			want: []string{`FILE:2: fuse.entry_timeout: -1s must not be negative`}},
+		{name: "quota without a path", in: input{file: "quota:\n  directories:\n    - {bytes: 1GiB}\n"},
+			want: []string{`FILE:3: quota.directories[0].path: missing (each directory quota needs path)`}},
+		{name: "quota path escaping the mount", in: input{args: []string{"--quota.directories=/a/../../b:1GiB:0"}},
+			want: []string{`--quota.directories: quota.directories[0].path: "/a/../../b": .. is not allowed`}},
+		{name: "quota paths twice", in: input{file: "quota:\n  directories:\n    - {path: /a}\n    - {path: a/}\n"},
+			want: []string{`FILE:4: quota.directories[1].path: /a is also quota.directories[0]`}},
+		{name: "quota inodes not a count", in: input{file: "quota:\n  directories:\n    - {path: /a, inodes: -1}\n"},
+			want: []string{`FILE:3: quota.directories[0].inodes: "-1" is not a count`}},
+		{name: "quota bytes not a size", in: input{env: []string{"DCACHE_QUOTA_DIRECTORIES=/a:lots:1"}},
+			want: []string{`$DCACHE_QUOTA_DIRECTORIES: quota.directories[0].bytes: "lots" is not a size`}},
+		{name: "quota item not PATH:BYTES:INODES", in: input{args: []string{"--quota.directories=/a:1GiB"}},
+			want: []string{`quota.directories[0]: "/a:1GiB" is not PATH:BYTES:INODES (e.g. /projects/a:10GiB:100000)`}},
+		{name: "quota empty path", in: input{file: "quota:\n  directories:\n    - {path: \"\", bytes: 1GiB}\n"},
+			want: []string{`FILE:3: quota.directories[0].path: must not be empty`}},
+		{name: "prefetch policy", in: input{file: "prefetch:\n  policy: random\n"},
+			want: []string{`FILE:2: prefetch.policy: "random" is not one of none, sequential, whole-file`}},
+		{name: "prefetch window too small", in: input{args: []string{"--prefetch.max_window=4KiB"}},
+			want: []string{`prefetch.max_window: 4KiB is outside 64KiB..256MiB`}},
 		{name: "no replicas", in: input{file: "log:\n  replicas: []\n"},
 			want: []string{`FILE:2: log.replicas: at least one replica is needed`}},
 		{name: "no replicas by env", in: input{env: []string{"DCACHE_LOG_REPLICAS="}},

@@ -18,8 +18,9 @@ type key struct {
 	usage string // flag help
 	// path marks keys whose YAML null means "" (use the default location).
 	path bool
-	// list marks log.replicas, which is parsed by the replica code.
-	list  bool
+	// list marks a list-valued key (log.replicas, quota.directories),
+	// parsed by the list code (lists.go); parse is nil.
+	list  *listKind
 	parse func(string) (any, error)
 	set   func(*Config, any)
 	// scalar renders the value for YAML; tag is its YAML tag.
@@ -83,6 +84,12 @@ func schema() []key {
 			func(c *Config) *Eviction { return &c.Cache.Eviction }),
 		sizeKey("quota.dirty_bytes", "most bytes not yet destaged, 1MiB..cache.size",
 			func(c *Config) *Size { return &c.Quota.DirtyBytes }),
+		{
+			name:  "quota.directories",
+			typ:   "PATH:BYTES:INODES,...",
+			usage: `directory quotas; PATH from the mount root, BYTES and INODES 0 = no limit (repeatable)`,
+			list:  quotaDirList(),
+		},
 		fractionKey("flush.high_watermark", "fraction of quota.dirty_bytes at which destage starts, (0,1]",
 			func(c *Config) *float64 { return &c.Flush.HighWatermark }),
 		fractionKey("flush.low_watermark", "fraction of quota.dirty_bytes below which destage stops, [0,high)",
@@ -107,8 +114,7 @@ func schema() []key {
 			name:  "log.replicas",
 			typ:   "PATH:TYPE:SIZE,...",
 			usage: `log replicas; PATH "" = <data_dir>/log, TYPE ssd|aep, SIZE at least 8MiB (repeatable)`,
-			list:  true,
-			set:   func(c *Config, v any) { c.Log.Replicas = v.([]Replica) },
+			list:  replicaList(),
 		},
 		enumKey("log.write_quorum", "replicas that must hold a record", []WriteQuorum{QuorumAll, QuorumMajority},
 			func(c *Config) *WriteQuorum { return &c.Log.WriteQuorum }),
@@ -134,6 +140,10 @@ func schema() []key {
 			func(c *Config) *bool { return &c.Fuse.WritebackCache }),
 		boolKey("fuse.debug", "log every FUSE request (very verbose)",
 			func(c *Config) *bool { return &c.Fuse.Debug }),
+		enumKey("prefetch.policy", "backend read-ahead on cache misses", []PrefetchPolicy{PrefetchNone, PrefetchSequential, PrefetchWholeFile},
+			func(c *Config) *PrefetchPolicy { return &c.Prefetch.Policy }),
+		sizeKey("prefetch.max_window", "largest sequential prefetch window, a multiple of 4KiB in 64KiB..256MiB",
+			func(c *Config) *Size { return &c.Prefetch.MaxWindow }),
 		enumKey("logging.level", "log level", []LogLevel{LevelPanic, LevelFatal, LevelError, LevelWarn, LevelInfo, LevelDebug, LevelTrace},
 			func(c *Config) *LogLevel { return &c.Logging.Level }),
 		enumKey("logging.format", "log format", []LogFormat{FormatText, FormatJSON},
@@ -149,39 +159,57 @@ func schema() []key {
 	}
 }
 
-// replicaField is one key inside an item of log.replicas.
-type replicaField struct {
-	name   string
-	path   bool
-	parse  func(string) (any, error)
-	set    func(*Replica, any)
-	scalar func(Replica) (value, tag string)
+// replicaList describes the items of log.replicas, in the order of the
+// PATH:TYPE:SIZE syntax.
+func replicaList() *listKind {
+	return newList("replica", "/ssd1/dcache.log:ssd:4GiB", true, []typedField[Replica]{
+		{
+			itemField: itemField{name: "path", path: true, parse: func(s string) (any, error) { return s, nil }},
+			set:       func(r *Replica, v any) { r.Path = v.(string) },
+			scalar:    func(r Replica) (string, string) { return formatString(r.Path) },
+		},
+		{
+			itemField: itemField{name: "type", parse: func(s string) (any, error) { return oneOf([]ReplicaType{ReplicaSSD, ReplicaAEP})(s) }},
+			set:       func(r *Replica, v any) { r.Type = v.(ReplicaType) },
+			scalar:    func(r Replica) (string, string) { return formatEnum(r.Type) },
+		},
+		{
+			itemField: itemField{name: "size", parse: func(s string) (any, error) { return parseSize(s) }},
+			set:       func(r *Replica, v any) { r.Size = v.(Size) },
+			scalar:    func(r Replica) (string, string) { return formatSize(r.Size) },
+		},
+	}, func(c *Config) *[]Replica { return &c.Log.Replicas })
 }
 
-// replicaFields lists the keys of a log.replicas item, in the order of the
-// PATH:TYPE:SIZE syntax.
-func replicaFields() []replicaField {
-	return []replicaField{
+// quotaDirList describes the items of quota.directories, in the order of
+// the PATH:BYTES:INODES syntax. A limit left out is no limit.
+func quotaDirList() *listKind {
+	return newList("directory quota", "/projects/a:10GiB:100000", false, []typedField[DirQuota]{
 		{
-			name:   "path",
-			path:   true,
-			parse:  func(s string) (any, error) { return s, nil },
-			set:    func(r *Replica, v any) { r.Path = v.(string) },
-			scalar: func(r Replica) (string, string) { return formatString(r.Path) },
+			itemField: itemField{name: "path", parse: func(s string) (any, error) { return s, nil }},
+			set:       func(q *DirQuota, v any) { q.Path = v.(string) },
+			scalar:    func(q DirQuota) (string, string) { return formatString(q.Path) },
 		},
 		{
-			name:   "type",
-			parse:  func(s string) (any, error) { return oneOf([]ReplicaType{ReplicaSSD, ReplicaAEP})(s) },
-			set:    func(r *Replica, v any) { r.Type = v.(ReplicaType) },
-			scalar: func(r Replica) (string, string) { return formatEnum(r.Type) },
+			itemField: itemField{name: "bytes", def: "0", parse: func(s string) (any, error) { return parseSize(s) }},
+			set:       func(q *DirQuota, v any) { q.Bytes = v.(Size) },
+			scalar:    func(q DirQuota) (string, string) { return formatSize(q.Bytes) },
 		},
 		{
-			name:   "size",
-			parse:  func(s string) (any, error) { return parseSize(s) },
-			set:    func(r *Replica, v any) { r.Size = v.(Size) },
-			scalar: func(r Replica) (string, string) { return formatSize(r.Size) },
+			itemField: itemField{name: "inodes", def: "0", parse: func(s string) (any, error) { return parseCount(s) }},
+			set:       func(q *DirQuota, v any) { q.Inodes = v.(int64) },
+			scalar:    func(q DirQuota) (string, string) { return strconv.FormatInt(q.Inodes, 10), "!!int" },
 		},
+	}, func(c *Config) *[]DirQuota { return &c.Quota.Directories })
+}
+
+// parseCount parses a count of things: a whole number, 0 or more.
+func parseCount(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a count (a whole number, 0 or more)", s)
 	}
+	return n, nil
 }
 
 // envName is the environment variable that sets key name.

@@ -7,15 +7,16 @@ import "time"
 type Config struct {
 	// DataDir holds the lock and pid files, and the backend and the log
 	// when their paths are left empty.
-	DataDir string
-	Cache   Cache
-	Quota   Quota
-	Flush   Flush
-	Backend Backend
-	Log     Log
-	Fuse    Fuse
-	Logging Logging
-	Stats   Stats
+	DataDir  string
+	Cache    Cache
+	Quota    Quota
+	Flush    Flush
+	Backend  Backend
+	Log      Log
+	Fuse     Fuse
+	Prefetch Prefetch
+	Logging  Logging
+	Stats    Stats
 
 	// origins maps a key to where its value came from, for the comments
 	// that YAML writes. Nil for a Config built by hand.
@@ -29,10 +30,34 @@ type Cache struct {
 	Eviction Eviction  // order in which clean pages are evicted
 }
 
-// Quota limits what the cache may hold.
+// Quota limits what the cache may hold, and what directories may hold.
 type Quota struct {
-	DirtyBytes Size // bytes written but not yet destaged
+	DirtyBytes  Size // bytes written but not yet destaged
+	Directories []DirQuota
 }
+
+// DirQuota limits one directory tree, like an XFS project quota.
+type DirQuota struct {
+	Path   string // from the mount root ("/projects/a"), not a host path
+	Bytes  Size   // apparent bytes of the tree; 0 = no limit
+	Inodes int64  // objects of the tree, its root included; 0 = no limit
+}
+
+// Prefetch drives reads ahead from the backend on cache misses.
+type Prefetch struct {
+	Policy    PrefetchPolicy
+	MaxWindow Size // largest sequential read-ahead window
+}
+
+// PrefetchPolicy says when the cache reads ahead from the backend.
+type PrefetchPolicy string
+
+// Prefetch policies.
+const (
+	PrefetchNone       PrefetchPolicy = "none"       // only what is read
+	PrefetchSequential PrefetchPolicy = "sequential" // ahead of sequential readers, window doubling
+	PrefetchWholeFile  PrefetchPolicy = "whole-file" // the whole file when it is opened
+)
 
 // Flush drives destage.
 type Flush struct {
