@@ -71,6 +71,12 @@ var (
 	descRepBytes   = desc("log_replica_written_bytes_total", "Bytes written to a replica.", "replica", "device")
 	descRepHealthy = desc("log_replica_healthy", "1 while a replica is written, 0 once it failed or is missing.", "replica", "device")
 
+	descPrefetched = desc("prefetch_bytes_total", "Bytes read ahead from the backend.")
+	descPrefHits   = desc("prefetch_hits_total", "Prefetched pages read afterwards.")
+	descPrefWaste  = desc("prefetch_waste_total", "Prefetched pages dropped unread.")
+	descQuotaBytes = desc("quota_used_bytes", "Bytes of a directory quota's tree.", "path")
+	descQuotaLimit = desc("quota_limit_bytes", "Byte limit of a directory quota (0: none).", "path")
+
 	descSegments = desc("backend_segments", "Backend segments.")
 	descSegBytes = desc("backend_segment_bytes", "Bytes of all backend segments.")
 	descLive     = desc("backend_live_bytes", "Bytes of backend records the metadata points at.")
@@ -146,6 +152,13 @@ func (c collector) Collect(ch chan<- prometheus.Metric) {
 			healthy = 1
 		}
 		gauge(descRepHealthy, healthy, l...)
+	}
+	counter(descPrefetched, float64(r.Prefetch.IssuedBytesTotal))
+	counter(descPrefHits, float64(r.Prefetch.HitsTotal))
+	counter(descPrefWaste, float64(r.Prefetch.WasteTotal))
+	for _, q := range r.Quotas.Directories {
+		gauge(descQuotaBytes, float64(q.BytesUsed), q.Path)
+		gauge(descQuotaLimit, float64(q.BytesLimit), q.Path)
 	}
 	gauge(descSegments, float64(r.Backend.Segments))
 	gauge(descSegBytes, float64(r.Backend.SegmentBytes))

@@ -33,6 +33,7 @@ type Report struct {
 	Destage  DestageReport  `json:"destage"`
 	Log      LogReport      `json:"log"`
 	Backend  BackendReport  `json:"backend"`
+	Prefetch PrefetchReport `json:"prefetch"`
 	Quotas   QuotaReport    `json:"quotas"`
 	Throttle ThrottleReport `json:"throttle"`
 	Inflight InflightReport `json:"inflight"`
@@ -145,10 +146,29 @@ type BackendReport struct {
 	FreedBytesTotal        int64   `json:"freed_bytes_total"`
 }
 
-// QuotaReport is the dirty-data quota (the only quota there is).
+// PrefetchReport is the read-ahead from the backend.
+type PrefetchReport struct {
+	IssuedBytesTotal int64 `json:"issued_bytes_total"`
+	HitsTotal        int64 `json:"hits_total"`
+	WasteTotal       int64 `json:"waste_total"`
+	DroppedTotal     int64 `json:"dropped_total"`
+}
+
+// QuotaReport is the dirty budget and the directory quotas.
 type QuotaReport struct {
-	DirtyBytesLimit int64 `json:"dirty_bytes_limit"`
-	DirtyBytesUsed  int64 `json:"dirty_bytes_used"`
+	DirtyBytesLimit int64            `json:"dirty_bytes_limit"`
+	DirtyBytesUsed  int64            `json:"dirty_bytes_used"`
+	Directories     []DirQuotaReport `json:"directories"`
+}
+
+// DirQuotaReport is one directory quota.
+type DirQuotaReport struct {
+	Path        string `json:"path"`
+	Active      bool   `json:"active"`
+	BytesLimit  uint64 `json:"bytes_limit"`
+	BytesUsed   uint64 `json:"bytes_used"`
+	InodesLimit uint64 `json:"inodes_limit"`
+	InodesUsed  uint64 `json:"inodes_used"`
 }
 
 // ThrottleReport is the writers delayed by the dirty budget.
@@ -302,7 +322,13 @@ func (f *FS) report() *Report {
 		CleanThreshold: ci.Threshold, SegmentsBelowThreshold: ci.BelowThreshold, CleaningRoundsTotal: ci.Rounds,
 		CleanedSegmentsTotal: ci.CleanedSegments, CleanedBytesTotal: ci.CleanedBytes, FreedBytesTotal: ci.FreedBytes,
 	}
-	r.Quotas = QuotaReport{DirtyBytesLimit: info.DirtyBudget, DirtyBytesUsed: info.DirtyBytes}
+	r.Prefetch = PrefetchReport{IssuedBytesTotal: es.PrefetchBytes.Load(), HitsTotal: es.PrefetchHits.Load(),
+		WasteTotal: es.PrefetchWaste.Load(), DroppedTotal: es.PrefetchDropped.Load()}
+	r.Quotas = QuotaReport{DirtyBytesLimit: info.DirtyBudget, DirtyBytesUsed: info.DirtyBytes, Directories: []DirQuotaReport{}}
+	for _, q := range f.eng.Quotas() {
+		r.Quotas.Directories = append(r.Quotas.Directories, DirQuotaReport{Path: q.Path, Active: q.Root != 0,
+			BytesLimit: q.Bytes, BytesUsed: q.UsedBytes, InodesLimit: q.Inodes, InodesUsed: q.UsedInodes})
+	}
 	r.Throttle = ThrottleReport{WritersDelayedTotal: cur.throttled, DelaySecondsTotal: float64(cur.throttleNs) / 1e9}
 	r.Inflight = InflightReport{
 		HungThresholdSeconds: f.opts.Stats.HungThreshold.Seconds(),
@@ -410,13 +436,21 @@ func (r *Report) Text() []byte {
 	}
 
 	section("quotas")
-	fmt.Fprintf(&b, "  dirty data %s of %s; no per-directory quotas\n", Bytes(r.Quotas.DirtyBytesUsed), Bytes(r.Quotas.DirtyBytesLimit))
+	fmt.Fprintf(&b, "  dirty data %s of %s\n", Bytes(r.Quotas.DirtyBytesUsed), Bytes(r.Quotas.DirtyBytesLimit))
+	for _, q := range r.Quotas.Directories {
+		state := ""
+		if !q.Active {
+			state = " (inactive: no such directory)"
+		}
+		fmt.Fprintf(&b, "  %s: %s of %s, %d of %d objects%s\n", q.Path, Bytes(int64(q.BytesUsed)), limit(q.BytesLimit, true), q.InodesUsed, q.InodesLimit, state)
+	}
 
 	section("throttling")
 	fmt.Fprintf(&b, "  writers delayed %d, total delay %s\n", r.Throttle.WritersDelayedTotal, secs(r.Throttle.DelaySecondsTotal))
 
 	section("prefetch")
-	fmt.Fprintf(&b, "  no prefetcher yet (the kernel's read-ahead applies)\n")
+	fmt.Fprintf(&b, "  issued %s, hits %d pages, waste %d pages, %d jobs dropped\n", Bytes(r.Prefetch.IssuedBytesTotal),
+		r.Prefetch.HitsTotal, r.Prefetch.WasteTotal, r.Prefetch.DroppedTotal)
 
 	section("in flight")
 	fmt.Fprintf(&b, "  %d requests older than %s (see inflight); %d untracked\n", r.Inflight.Hung, secs(r.Inflight.HungThresholdSeconds), r.Inflight.UntrackedTotal)
@@ -488,6 +522,17 @@ func usText(v float64) string {
 		return fmt.Sprintf("%.1fms", v/1000)
 	}
 	return fmt.Sprintf("%.2fs", v/1e6)
+}
+
+// limit renders a quota limit; 0 is none.
+func limit(n uint64, bytes bool) string {
+	if n == 0 {
+		return "no limit"
+	}
+	if bytes {
+		return Bytes(int64(n))
+	}
+	return fmt.Sprint(n)
 }
 
 func pct(f float64) string { return fmt.Sprintf("%.1f%%", f*100) }
