@@ -69,7 +69,7 @@ func TestStatsObjectFlushCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &raw); err != nil {
 		t.Fatal(err)
 	}
-	for _, k := range []string{"cache.dirty_bytes", "cache.used_bytes", "destage.bytes_total", "log.replicas"} {
+	for _, k := range []string{"cache.dirty_bytes", "cache.used_bytes", "destage.bytes_total", "log.replicas", "prefetch.hits_total", "quotas.directories", "backend.live_fraction", "throttle.writers_delayed_total"} {
 		sec, key, _ := strings.Cut(k, ".")
 		if m, ok := raw[sec].(map[string]any); !ok || m[key] == nil {
 			t.Errorf("stats.json has no %s", k)
