@@ -6,10 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"os"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/dcache/dcache/backend"
 	"github.com/dcache/dcache/internal/device"
@@ -321,6 +323,176 @@ func TestLogReplicaFailure(t *testing.T) {
 			mustWrite(t, r.e, mustCreate(t, r.e, RootIno, "again", syscall.S_IFREG|0o644).Ino, 0, block(8, 0))
 			if err := r.e.Sync(bg); err != nil {
 				t.Fatalf("fsync after the restart: %v", err)
+			}
+		})
+	}
+}
+
+// gateFS is the operating system's filesystem with a gate in front of every
+// file write of the backend: while the gate is shut, writes wait (a backend
+// that hangs, e.g. an NFS server that went away); delay slows every write.
+type gateFS struct {
+	backend.OSFS
+	delay   time.Duration
+	mu      sync.Mutex
+	open    chan struct{} // closed while the gate is open
+	waiting atomic.Int32  // writes waiting at the gate
+}
+
+func newGateFS(delay time.Duration) *gateFS {
+	g := &gateFS{delay: delay, open: make(chan struct{})}
+	close(g.open)
+	return g
+}
+
+func (g *gateFS) shut() {
+	g.mu.Lock()
+	g.open = make(chan struct{})
+	g.mu.Unlock()
+}
+
+func (g *gateFS) release() {
+	g.mu.Lock()
+	close(g.open)
+	g.mu.Unlock()
+}
+
+func (g *gateFS) pass() {
+	g.mu.Lock()
+	ch := g.open
+	g.mu.Unlock()
+	g.waiting.Add(1)
+	<-ch
+	g.waiting.Add(-1)
+	if g.delay > 0 {
+		time.Sleep(g.delay)
+	}
+}
+
+func (g *gateFS) Create(name string) (backend.File, error) {
+	f, err := g.OSFS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return gateFile{f, g}, nil
+}
+
+func (g *gateFS) OpenFile(name string, flag int, perm os.FileMode) (backend.File, error) {
+	f, err := g.OSFS.OpenFile(name, flag, perm)
+	if err != nil {
+		return nil, err
+	}
+	return gateFile{f, g}, nil
+}
+
+type gateFile struct {
+	backend.File
+	g *gateFS
+}
+
+func (f gateFile) WriteAt(p []byte, off int64) (int, error) {
+	f.g.pass()
+	return f.File.WriteAt(p, off)
+}
+
+// TestFullLogWaitsForDestage writes four times the log's size with a dirty
+// budget far above it, so that the log fills long before the cache does.
+// While the backend hangs, the writer waits for room (no error, nothing
+// acknowledged past what the log holds); once the backend moves, destage
+// trims the log and the writer finishes. With a slow backend it just
+// waits its turn. Every fsynced byte survives a crash.
+func TestFullLogWaitsForDestage(t *testing.T) {
+	tests := []struct {
+		name    string
+		delay   time.Duration
+		blocked bool
+	}{
+		{name: "backend blocked", blocked: true},
+		{name: "backend slow", delay: 2 * time.Millisecond},
+	}
+	const (
+		logSize = 2 << 20
+		total   = 4 * logSize
+		chunk   = 64 << 10
+	)
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			g := newGateFS(tc.delay)
+			cfg := Config{CacheSize: 64 << 20, DirtyBytes: 64 << 20, HighWatermark: 0.99, LowWatermark: 0.5, MaxDirtyAge: time.Hour}
+			r := newLogRig(t, cfg, logarea.Config{}, 1, logSize, g)
+			e := r.e
+			f := mustCreate(t, e, RootIno, "big", syscall.S_IFREG|0o644)
+			if err := e.Sync(bg); err != nil {
+				t.Fatal(err)
+			}
+			want := make([]byte, total)
+			for i := range want {
+				want[i] = byte(i/chunk*7 + i%251)
+			}
+			if tc.blocked {
+				g.shut()
+			}
+			var acked atomic.Int64 // bytes written and fsynced
+			done := make(chan error, 1)
+			go func() {
+				for off := 0; off < total; off += chunk {
+					if _, err := e.Write(bg, f.Ino, uint64(off), want[off:off+chunk], WriteOpts{}); err != nil {
+						done <- fmt.Errorf("write at %d: %w", off, err)
+						return
+					}
+					if off%(4*chunk) == 0 {
+						if err := e.Sync(bg); err != nil {
+							done <- fmt.Errorf("fsync at %d: %w", off, err)
+							return
+						}
+						acked.Store(int64(off + chunk))
+					}
+				}
+				done <- e.Sync(bg)
+			}()
+			if tc.blocked {
+				// Wait until destage hangs on the backend and the log
+				// has no room for the next write.
+				for {
+					st := r.l.Stats()
+					if g.waiting.Load() > 0 && st.FreeBytes < chunk+4096 {
+						break
+					}
+					select {
+					case err := <-done:
+						t.Fatalf("the writer finished with the backend blocked: %v", err)
+					case <-time.After(time.Millisecond):
+					}
+				}
+				select {
+				case err := <-done:
+					t.Fatalf("the writer finished with the backend blocked and the log full: %v", err)
+				default:
+				}
+				if n := acked.Load(); n >= total || n > logSize {
+					t.Fatalf("%d bytes acknowledged with the backend blocked and a %d-byte log", n, logSize)
+				}
+				g.release()
+			}
+			if err := <-done; err != nil {
+				t.Fatalf("writer with a full log: %v", err)
+			}
+			st := r.l.Stats()
+			if st.TailLSN <= 1 || st.PayloadBytes < total {
+				t.Fatalf("the log was not reused: tail lsn %d, %d payload bytes through a %d-byte log", st.TailLSN, st.PayloadBytes, logSize)
+			}
+			if got := readAll(t, e, f.Ino); !bytes.Equal(got, want) {
+				t.Fatalf("the file differs from what was written%s", diffRanges(got, want))
+			}
+			r.crash()
+			r.restart()
+			g2, err := r.e.Lookup(RootIno, "big")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := readAll(t, r.e, g2.Ino); !bytes.Equal(got, want) {
+				t.Fatalf("after a crash the file differs%s", diffRanges(got, want))
 			}
 		})
 	}
