@@ -95,8 +95,11 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 
 // payloadBufs recycles write-record payloads (up to a chunk plus its
 // header): the log copies a record into its own buffer when it is
-// committed, so the payload is free again once the op returns.
-var payloadBufs = sync.Pool{New: func() any { b := make([]byte, 0, maxWriteChunk+256); return &b }}
+// committed, so the payload is free again once the op returns. A new buffer
+// starts empty and grows to the writes it carries: every garbage collection
+// empties the pool, and refilling it with chunk-sized buffers would cost a
+// cleared megabyte per 4 KiB write until the pool is warm again.
+var payloadBufs = sync.Pool{New: func() any { return new([]byte) }}
 
 // maxReadSpan bounds one backend read of adjacent records.
 const maxReadSpan = 1 << 20
