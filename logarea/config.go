@@ -60,6 +60,8 @@ type Config struct {
 	// reports it durable, and below which the log fails.
 	WriteQuorum Quorum
 	// Compression stores payloads snappy-compressed when that saves space.
+	// After payloads that did not compress, the next ones (up to 64) are
+	// stored without trying, so incompressible data costs little CPU.
 	Compression bool
 	// BufferSize is the size of each of the two in-memory record buffers
 	// (one is filled by Commit while the other is written). 0 means
