@@ -185,6 +185,9 @@ func TestLogReplicaFailure(t *testing.T) {
 		{name: "majority of 2, one EIO", replicas: 2, quorum: logarea.QuorumMajority, failing: []int{0}, lost: true},
 		{name: "all of 2, both EIO", replicas: 2, quorum: logarea.QuorumAll, failing: []int{0, 1}, lost: true},
 		{name: "single replica EIO", replicas: 1, quorum: logarea.QuorumAll, failing: []int{0}, lost: true},
+		{name: "one of 2, one EIO", replicas: 2, quorum: logarea.QuorumOne, failing: []int{1}},
+		{name: "one of 2, one vanishes", replicas: 2, quorum: logarea.QuorumOne, failing: []int{0}, vanish: true},
+		{name: "one of 2, both EIO", replicas: 2, quorum: logarea.QuorumOne, failing: []int{0, 1}, lost: true},
 	}
 	const writers = 4
 	for _, tc := range tests {

@@ -94,7 +94,7 @@ func schema() []key {
 			list:  true,
 			set:   func(c *Config, v any) { c.Log.Replicas = v.([]Replica) },
 		},
-		enumKey("log.write_quorum", "replicas that must hold a record", []WriteQuorum{QuorumAll, QuorumMajority},
+		enumKey("log.write_quorum", "healthy replicas the log needs to accept writes", []WriteQuorum{QuorumAll, QuorumMajority, QuorumOne},
 			func(c *Config) *WriteQuorum { return &c.Log.WriteQuorum }),
 		enumKey("log.sync", "when the log is made durable", []SyncMode{SyncFsync, SyncAlways, SyncInterval},
 			func(c *Config) *SyncMode { return &c.Log.Sync }),
