@@ -152,7 +152,23 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		SyncInterval:  cfg.Log.SyncInterval,
 		RootUid:       uint32(os.Getuid()),
 		RootGid:       uint32(os.Getgid()),
+
+		ThrottleWatermark: cfg.Flush.ThrottleWatermark,
+		SequentialCutoff:  int64(cfg.Flush.SequentialCutoff),
+		WritebackJobs:     cfg.Flush.WritebackJobs,
 	}
+	switch cfg.Cache.Mode {
+	case config.ModeWriteThrough:
+		ec.Mode = cachelayer.ModeWriteThrough
+	case config.ModeWriteAround:
+		ec.Mode = cachelayer.ModeWriteAround
+	default:
+		ec.Mode = cachelayer.ModeWriteBack
+	}
+	if cfg.Cache.Eviction == config.EvictFIFO {
+		ec.Eviction = cachelayer.EvictFIFO
+	}
+	ec.CleanThreshold = cfg.Backend.CleanThreshold
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways

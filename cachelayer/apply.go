@@ -95,6 +95,7 @@ func (e *Engine) deleteObjectLocked(ino Ino) {
 	e.st.inodes.Delete(Inode{Ino: ino})
 	e.st.dropObject(ino)
 	e.dropPagesLocked(ino, 0, ^uint64(0))
+	delete(e.streams, ino)
 	e.changed.inos[ino] = struct{}{}
 }
 
@@ -141,14 +142,18 @@ func (e *Engine) markDirtyLocked(r pageRef, lsn uint64) {
 	e.dirtyQ.Set(dirtyKey{LSN: lsn, Ino: r.Ino, Blk: r.Blk})
 }
 
-// markCleanLocked records that a dirty block's bytes are in the backend.
+// markCleanLocked records that a dirty block's bytes are in the backend. A
+// page of a sequential stream goes to the cold end of the eviction order.
 func (e *Engine) markCleanLocked(r pageRef) {
 	if !r.Dirty {
 		return
 	}
 	m := &e.pool.meta[r.Page]
-	e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
+	stream := e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 	e.pool.setState(r.Page, pageClean)
+	if stream {
+		e.pool.demote(r.Page)
+	}
 	r.Dirty = false
 	e.pages.Set(r)
 }
@@ -160,9 +165,12 @@ func (e *Engine) redirtyLocked(r pageRef, lsn uint64) {
 	if !r.Dirty || m.dirtyLSN >= lsn {
 		return
 	}
-	e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
+	stream := e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 	m.dirtyLSN = lsn
-	e.dirtyQ.Set(dirtyKey{LSN: lsn, Ino: r.Ino, Blk: r.Blk})
+	e.dirtyQ.Set(dirtyKey{LSN: lsn, Ino: r.Ino, Blk: r.Blk, Stream: stream})
+	if stream {
+		e.streamDirty++
+	}
 }
 
 // dropPagesLocked frees the cached blocks [from, to) of ino and returns how
@@ -179,7 +187,7 @@ func (e *Engine) dropPagesLocked(ino Ino, from, to uint64) int {
 	for _, r := range refs {
 		if r.Dirty {
 			m := &e.pool.meta[r.Page]
-			e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
+			e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 		}
 		e.pages.Delete(r)
 		e.pool.release(r.Page)

@@ -5,7 +5,6 @@ import (
 	"context"
 	"fmt"
 	"slices"
-	"sync"
 	"time"
 
 	"github.com/dcache/dcache/backend"
@@ -95,17 +94,14 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 
 // payloadBufs recycles write-record payloads (up to a chunk plus its
 // header): the log copies a record into its own buffer when it is
-// committed, so the payload is free again once the op returns. A new buffer
-// starts empty and grows to the writes it carries: every garbage collection
-// empties the pool, and refilling it with chunk-sized buffers would cost a
-// cleared megabyte per 4 KiB write until the pool is warm again.
-var payloadBufs = sync.Pool{New: func() any { return new([]byte) }}
+// committed, so the payload is free again once the op returns.
+var payloadBufs = newBufPool(8<<10, 64<<10, maxWriteChunk+256)
 
 // maxReadSpan bounds one backend read of adjacent records.
 const maxReadSpan = 1 << 20
 
-// spanBufs recycles span-sized read buffers.
-var spanBufs = sync.Pool{New: func() any { b := make([]byte, maxReadSpan); return &b }}
+// spanBufs recycles backend read buffers.
+var spanBufs = newBufPool(64<<10, maxReadSpan)
 
 // loadRecords reads the distinct records behind misses from the backend,
 // checksum verified, without the lock. Records that lie back to back in a
@@ -128,7 +124,7 @@ func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte,
 	var bufs []*[]byte
 	fail := func(err error) (map[backend.Addr][]byte, []*[]byte, error) {
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 		return nil, nil, fmt.Errorf("cachelayer: read backend: %w", err)
 	}
@@ -139,13 +135,9 @@ func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte,
 			j++
 		}
 		span := addrs[j-1].End() - addrs[i].Off
-		bp := spanBufs.Get().(*[]byte)
-		if span > uint64(len(*bp)) {
-			b := make([]byte, span)
-			bp = &b
-		}
+		bp := spanBufs.get(int(span))
 		bufs = append(bufs, bp)
-		buf := (*bp)[:span]
+		buf := *bp
 		var err error
 		if j-i == 1 {
 			err = e.be.Read(addrs[i], buf)
@@ -170,11 +162,14 @@ func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte,
 func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte, misses []miss) (bool, error) {
 	recs, bufs, err := e.loadRecords(misses)
 	if err != nil {
+		if e.missesMoved(ino, misses) {
+			return false, nil // cleaning moved the data: look again
+		}
 		return false, err
 	}
 	defer func() {
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 	}()
 	end := off + uint64(len(dst))
@@ -271,11 +266,14 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 	}
 	recs, bufs, err := e.loadRecords(misses)
 	if err != nil {
+		if e.missesMoved(ino, misses) {
+			return nil // cleaning moved the data: the caller looks again
+		}
 		return err
 	}
 	defer func() {
 		for _, b := range bufs {
-			spanBufs.Put(b)
+			spanBufs.put(b)
 		}
 	}()
 	e.mu.Lock()
@@ -316,6 +314,7 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, nil
 	}
 	blocks := int((off+n-1)/BlockSize - off/BlockSize + 1)
+	mode := e.Mode() // one mode for the whole write, whatever SetMode does meanwhile
 	if err := e.throttle(ctx, blocks); err != nil {
 		return 0, err
 	}
@@ -329,9 +328,9 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		flags |= writeKeepTimes
 	}
 	m.flags = flags
-	bp := payloadBufs.Get().(*[]byte)
+	bp := payloadBufs.get(len(data) + 256)
 	*bp = appendMutation((*bp)[:0], &m)
-	defer payloadBufs.Put(bp) // the log copies the record at Commit
+	defer payloadBufs.put(bp) // the log copies the record at Commit
 	rec := &LogRecord{Type: uint8(OpWrite), Flags: flags, Obj: uint64(ino), Off: off, Len: uint32(n), Payload: *bp}
 	lsn, err := e.run(ctx, 0, rec, func() (*txn, error) {
 		in, ok := e.st.inode(ino)
@@ -357,6 +356,26 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, err
 	}
 	e.stats.BytesWritten.Add(int64(n))
+	switch mode {
+	case ModeWriteThrough, ModeWriteAround:
+		// The write has taken effect (it is logged): whatever happens
+		// to the wait, it reports success.
+		e.stats.ThroughWrites.Add(1)
+		if e.waitBackend(ctx, lsn) && mode == ModeWriteAround {
+			e.mu.Lock()
+			e.invalidateCleanLocked(ino, off, n)
+			e.mu.Unlock()
+		}
+		if e.backendLSN.Load() >= lsn {
+			return int(n), nil // durable: the log sync below is moot
+		}
+	default:
+		e.mu.Lock()
+		if e.noteStreamLocked(ino, off, n) {
+			e.stats.StreamBytes.Add(int64(n))
+		}
+		e.mu.Unlock()
+	}
 	if wo.Sync && e.cfg.Sync != SyncAlways {
 		// The bytes are written: not cut short by an interruption (see run).
 		if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
@@ -370,15 +389,33 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 func (e *Engine) dirtyLimit() int { return int(e.cfg.DirtyBytes / BlockSize) }
 
 // throttle waits until blocks more dirty pages fit in the dirty budget and
-// reserves them. A write never fails for lack of room: it waits for destage.
+// reserves them: above the throttle watermark it first delays the write in
+// proportion (throttleDelayLocked), and at the full budget it waits for
+// room. A write never fails for lack of room: it waits for destage.
 func (e *Engine) throttle(ctx context.Context, blocks int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	limit := e.dirtyLimit()
-	if e.pool.nDirty+e.reserved+blocks > int(float64(limit)*e.cfg.HighWatermark) {
+	used := e.pool.nDirty + e.reserved + blocks
+	if used > int(float64(limit)*e.cfg.HighWatermark) {
 		e.kickLocked()
 	}
 	var start time.Time
+	if d := e.throttleDelayLocked(float64(used)/float64(limit), blocks); d > 0 {
+		start = time.Now()
+		e.stats.ThrottleWaits.Add(1)
+		e.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			e.mu.Lock()
+			e.stats.ThrottleWaitNs.Add(int64(time.Since(start)))
+			return ctx.Err()
+		}
+		e.mu.Lock()
+	}
 	for e.pool.nDirty+e.reserved+blocks > limit && e.pool.nDirty+e.reserved > 0 {
 		if start.IsZero() {
 			start = time.Now()

@@ -170,16 +170,28 @@ func (w testWriter) Write(p []byte) (int, error) {
 // rig is an engine on a real backend directory and a memWAL, with helpers
 // to stop it cleanly or as a crash would, and start it again.
 type rig struct {
-	t   testing.TB
-	dir string
-	cfg Config
-	wal *memWAL
-	be  *backend.Store
-	e   *Engine
+	t       testing.TB
+	dir     string
+	cfg     Config
+	segSize int64 // backend segment size; 0: 4 MiB
+	wal     *memWAL
+	fs      backend.FS // the backend's filesystem (nil: the OS's)
+	be      *backend.Store
+	e       *Engine
 }
 
-func newRig(t testing.TB, cfg Config) *rig {
-	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}}
+func newRig(t testing.TB, cfg Config) *rig { return newRigSeg(t, cfg, 0) }
+
+// newRigSeg is newRig with backend segments of segSize bytes.
+func newRigSeg(t testing.TB, cfg Config, segSize int64) *rig {
+	return newRigOn(t, cfg, segSize, nil)
+}
+
+// newRigFS is newRig with the backend on fsys.
+func newRigFS(t testing.TB, cfg Config, fsys backend.FS) *rig { return newRigOn(t, cfg, 0, fsys) }
+
+func newRigOn(t testing.TB, cfg Config, segSize int64, fsys backend.FS) *rig {
+	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}, segSize: segSize, fs: fsys}
 	r.start()
 	t.Cleanup(func() {
 		if r.e != nil {
@@ -191,7 +203,15 @@ func newRig(t testing.TB, cfg Config) *rig {
 
 func (r *rig) start() {
 	r.t.Helper()
-	be, _, err := backend.Open(backend.OSFS{}, r.dir, backend.Config{SegmentSize: 4 << 20}, testLog(r.t))
+	segSize := r.segSize
+	if segSize == 0 {
+		segSize = 4 << 20
+	}
+	fsys := r.fs
+	if fsys == nil {
+		fsys = backend.OSFS{}
+	}
+	be, _, err := backend.Open(fsys, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
 	if err != nil {
 		r.t.Fatalf("open backend: %v", err)
 	}

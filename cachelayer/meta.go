@@ -15,6 +15,10 @@ type meta struct {
 	extents  *btree.BTreeG[Extent]
 	symlinks *btree.BTreeG[Symlink]
 	nextIno  Ino
+	// usage, when set, is kept up to date with every extent change made
+	// through the methods below. Only the live state has one; copy()
+	// leaves it nil, so a cut never counts twice.
+	usage *segUsage
 }
 
 var treeOpts = btree.Options{NoLocks: true}
@@ -116,12 +120,14 @@ func (m *meta) punchExtents(ino Ino, off, end uint64) (blocks uint64) {
 	})
 	for _, x := range over {
 		m.extents.Delete(x)
+		m.usage.sub(x)
 		lo, hi := max(x.Off, off), min(x.End(), end)
 		blocks += (hi - lo) / BlockSize
 		if x.Off < off {
 			head := x
 			head.Len = uint32(off - x.Off)
 			m.extents.Set(head)
+			m.usage.add(head)
 		}
 		if x.End() > end {
 			tail := x
@@ -129,6 +135,7 @@ func (m *meta) punchExtents(ino Ino, off, end uint64) (blocks uint64) {
 			tail.Skip = x.Skip + uint32(end-x.Off)
 			tail.Len = uint32(x.End() - end)
 			m.extents.Set(tail)
+			m.usage.add(tail)
 		}
 	}
 	return blocks
@@ -139,6 +146,7 @@ func (m *meta) punchExtents(ino Ino, off, end uint64) (blocks uint64) {
 func (m *meta) setExtent(x Extent) (newBlocks uint64) {
 	covered := m.punchExtents(x.Ino, x.Off, x.End())
 	m.extents.Set(x)
+	m.usage.add(x)
 	return uint64(x.Len)/BlockSize - covered
 }
 
@@ -160,6 +168,7 @@ func (m *meta) dropObject(ino Ino) {
 	})
 	for _, x := range es {
 		m.extents.Delete(x)
+		m.usage.sub(x)
 	}
 }
 

@@ -36,11 +36,14 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 		pool:    p,
 		refs:    make(map[Ino]int32),
 		changed: newChangeSet(),
+		streams: make(map[Ino]streamPos),
 		roomCh:  make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		started: time.Now(),
 	}
+	p.fifo = cfg.Eviction == EvictFIFO
+	e.mode.Store(int32(cfg.Mode))
 	if err := e.recover(); err != nil {
 		p.close()
 		return nil, err
@@ -48,6 +51,10 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 	e.lastPersist = time.Now()
 	e.done.Add(1)
 	go e.flusher()
+	if cfg.CleanThreshold > 0 {
+		e.done.Add(1)
+		go e.cleaner()
+	}
 	if cfg.Sync == SyncInterval {
 		e.done.Add(1)
 		go e.syncer()
@@ -65,6 +72,7 @@ func (e *Engine) recover() error {
 		return e.format()
 	}
 	e.st = m
+	e.trackUsage()
 	e.metaSeq = seq
 	e.lastLSN = h.cut
 	// Blocks is derived: count the destaged blocks of every object.
@@ -146,6 +154,7 @@ func (e *Engine) recover() error {
 // format creates a new filesystem: the root directory, persisted at once.
 func (e *Engine) format() error {
 	e.st = newMeta()
+	e.trackUsage()
 	ts := now()
 	root := Inode{
 		Ino: RootIno, Parent: RootIno, Mode: syscall.S_IFDIR | e.cfg.RootMode&0o7777, Nlink: 2,

@@ -51,6 +51,7 @@ type pool struct {
 	lruNew int32 // most recently used clean page
 	nClean int
 	nDirty int
+	fifo   bool // evict in the order pages were cached: touch does nothing
 }
 
 func newPool(bytes int64) (*pool, error) {
@@ -155,13 +156,25 @@ func (p *pool) setState(i uint32, s pageState) {
 	}
 }
 
-// touch marks a clean page most recently used.
+// touch marks a clean page most recently used (LRU eviction only).
 func (p *pool) touch(i uint32) {
-	if p.meta[i].state != pageClean || p.lruNew == int32(i) {
+	if p.fifo || p.meta[i].state != pageClean || p.lruNew == int32(i) {
 		return
 	}
 	p.lruUnlink(int32(i))
 	p.lruPush(int32(i))
+}
+
+// demote makes a clean page the next to be evicted.
+func (p *pool) demote(i uint32) {
+	if p.meta[i].state != pageClean || p.lruOld == int32(i) {
+		return
+	}
+	p.lruUnlink(int32(i))
+	m := &p.meta[i]
+	m.prev, m.next = -1, p.lruOld
+	p.meta[p.lruOld].prev = int32(i) // the list is not empty: i was in it
+	p.lruOld = int32(i)
 }
 
 func (p *pool) lruPush(i int32) {

@@ -155,6 +155,18 @@ func (v *validator) flush() {
 			v.fail("flush.low_watermark", "%s must be below flush.high_watermark (%s)", fraction(low), fraction(high))
 		}
 	}
+	if tw := f.ThrottleWatermark; v.usable("flush.throttle_watermark") && (tw <= 0 || tw > 1) {
+		v.fail("flush.throttle_watermark", "%s must be above 0 and at most 1", fraction(tw))
+	}
+	if j := f.WritebackJobs; v.usable("flush.writeback_jobs") && (j < 1 || j > 64) {
+		v.fail("flush.writeback_jobs", "%d is outside 1..64", j)
+	}
+	if s := f.SequentialCutoff; v.usable("flush.sequential_cutoff") && s < 0 {
+		v.fail("flush.sequential_cutoff", "%v must not be negative", s)
+	}
+	if th := v.c.Backend.CleanThreshold; v.usable("backend.clean_threshold") && (th < 0 || th >= 1) {
+		v.fail("backend.clean_threshold", "%s must be at least 0 and below 1", fraction(th))
+	}
 }
 
 func (v *validator) durations() {

@@ -69,10 +69,11 @@ func defaultConfig(dir string) Config {
 	data := filepath.Join(dir, "dcache-data")
 	return Config{
 		DataDir: data,
-		Cache:   Cache{Size: GiB},
+		Cache:   Cache{Size: GiB, Mode: ModeWriteBack, Eviction: EvictLRU},
 		Quota:   Quota{DirtyBytes: 512 * MiB},
-		Flush:   Flush{HighWatermark: 0.5, LowWatermark: 0.3, MaxDirtyAge: 30 * time.Second, SegmentSize: 64 * MiB},
-		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend")},
+		Flush: Flush{HighWatermark: 0.5, LowWatermark: 0.3, ThrottleWatermark: 0.9, MaxDirtyAge: 30 * time.Second,
+			WritebackJobs: 4, SegmentSize: 64 * MiB, SequentialCutoff: 4 * MiB},
+		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend"), CleanThreshold: 0.5},
 		Log: Log{
 			Replicas:     []Replica{{Path: filepath.Join(data, "log"), Type: ReplicaSSD, Size: GiB}},
 			WriteQuorum:  QuorumAll,
@@ -187,7 +188,7 @@ func TestLoadOverrides(t *testing.T) {
 			check: func(c *Config) bool {
 				return c.DataDir == "/srv/dc" && c.Quota.DirtyBytes == 256*MiB && c.Flush.HighWatermark == 0.8 &&
 					c.Flush.LowWatermark == 0 && c.Flush.MaxDirtyAge == 100*time.Millisecond &&
-					c.Flush.SegmentSize == 4*GiB && c.Backend == Backend{BackendDir, "/mnt/slow"} &&
+					c.Flush.SegmentSize == 4*GiB && c.Backend == Backend{Type: BackendDir, Path: "/mnt/slow", CleanThreshold: 0.5} &&
 					c.Log.Replicas[0].Path == "/srv/dc/log" && c.Log.WriteQuorum == QuorumMajority &&
 					c.Log.Sync == SyncInterval && c.Log.SyncInterval == 250*time.Millisecond &&
 					c.Log.Compression == CompressionNone && !c.Fuse.AllowOther && c.Fuse.AttrTimeout == 0 &&
@@ -196,6 +197,19 @@ func TestLoadOverrides(t *testing.T) {
 					c.Logging == Logging{LevelTrace, FormatJSON}
 			},
 			origins: map[string]string{"data_dir": "--data-dir", "fuse.debug": "--fuse.debug"},
+		},
+		{
+			name: "cache policy keys",
+			in: input{
+				file: "cache:\n  mode: write-through\n  eviction: fifo\nflush:\n  writeback_jobs: 8\n",
+				args: []string{"--flush.throttle_watermark", "0.75", "--flush.sequential_cutoff", "0"},
+				env:  []string{"DCACHE_CACHE_MODE=write-around"},
+			},
+			check: func(c *Config) bool {
+				return c.Cache.Mode == ModeWriteAround && c.Cache.Eviction == EvictFIFO && c.Flush.WritebackJobs == 8 &&
+					c.Flush.ThrottleWatermark == 0.75 && c.Flush.SequentialCutoff == 0
+			},
+			origins: map[string]string{"cache.mode": "DCACHE_CACHE_MODE", "flush.writeback_jobs": "dcache.yaml:5"},
 		},
 		{
 			name: "every kind of key by environment",
@@ -355,7 +369,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "list where a value is", in: input{file: "cache:\n  size: [1, 2]\n"},
 			want: []string{`cache.size: expected a single value, found a list`}},
 		{name: "value where a section is", in: input{file: "cache: 1GiB\n"},
-			want: []string{`FILE:1: cache: expected a mapping of keys (size), found "1GiB"`}},
+			want: []string{`FILE:1: cache: expected a mapping of keys (size, mode, eviction), found "1GiB"`}},
 		{name: "list where a section is", in: input{file: "fuse: [a]\n"},
 			want: []string{`fuse: expected a mapping of keys (allow_other, attr_timeout,`}},
 		{name: "no value", in: input{file: "cache:\n  size:\n"},
@@ -394,8 +408,26 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`flush.high_watermark: 0 must be above 0 and at most 1`}, n: 1},
 		{name: "high above one", in: input{args: []string{"--flush.high_watermark=1.5"}},
 			want: []string{`flush.high_watermark: 1.5 must be above 0 and at most 1`}, n: 1},
+		{name: "clean threshold one", in: input{file: "backend:\n  clean_threshold: 1\n"},
+			want: []string{`FILE:2: backend.clean_threshold: 1 must be at least 0 and below 1`}, n: 1},
+		{name: "clean threshold negative", in: input{args: []string{"--backend.clean_threshold=-0.5"}},
+			want: []string{`backend.clean_threshold: -0.5 must be at least 0 and below 1`}, n: 1},
 		{name: "low negative", in: input{args: []string{"--flush.low_watermark=-0.1"}},
 			want: []string{`flush.low_watermark: -0.1 must not be negative`}},
+		{name: "bad cache mode", in: input{file: "cache:\n  mode: writeback\n"},
+			want: []string{`FILE:2: cache.mode: "writeback" is not one of write-back, write-through, write-around`}, n: 1},
+		{name: "bad eviction", in: input{args: []string{"--cache.eviction=lfu"}},
+			want: []string{`cache.eviction: "lfu" is not one of lru, fifo`}, n: 1},
+		{name: "throttle above one", in: input{args: []string{"--flush.throttle_watermark=1.2"}},
+			want: []string{`flush.throttle_watermark: 1.2 must be above 0 and at most 1`}, n: 1},
+		{name: "throttle zero", in: input{env: []string{"DCACHE_FLUSH_THROTTLE_WATERMARK=0"}},
+			want: []string{`$DCACHE_FLUSH_THROTTLE_WATERMARK: flush.throttle_watermark: 0 must be above 0 and at most 1`}, n: 1},
+		{name: "no writeback jobs", in: input{file: "flush:\n  writeback_jobs: 0\n"},
+			want: []string{`FILE:2: flush.writeback_jobs: 0 is outside 1..64`}, n: 1},
+		{name: "writeback jobs not a number", in: input{args: []string{"--flush.writeback_jobs=four"}},
+			want: []string{`flush.writeback_jobs: "four" is not an integer`}, n: 1},
+		{name: "negative cutoff", in: input{args: []string{"--flush.sequential_cutoff=-1"}},
+			want: []string{`flush.sequential_cutoff:`}, n: 1},
 		{name: "cache too small", in: input{args: []string{"--cache.size=8MiB", "--quota.dirty_bytes=4MiB"}},
 			want: []string{`cache.size: 8MiB is below the minimum of 16MiB`}, n: 1},
 		{name: "dirty above cache", in: input{file: "quota:\n  dirty_bytes: 2GiB\n"},

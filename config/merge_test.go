@@ -72,6 +72,7 @@ func TestDecodeViperValues(t *testing.T) {
 		{yaml: "cache: {size: 1048576}", key: "cache.size", check: func(c *Config) bool { return c.Cache.Size == MiB }},
 		{yaml: "flush: {high_watermark: 0.75}", key: "flush.high_watermark", check: func(c *Config) bool { return c.Flush.HighWatermark == 0.75 }},
 		{yaml: "flush: {high_watermark: 1}", key: "flush.high_watermark", check: func(c *Config) bool { return c.Flush.HighWatermark == 1 }},
+		{yaml: "backend: {clean_threshold: 0}", key: "backend.clean_threshold", check: func(c *Config) bool { return c.Backend.CleanThreshold == 0 }},
 		{yaml: "fuse: {debug: true}", key: "fuse.debug", check: func(c *Config) bool { return c.Fuse.Debug }},
 		{yaml: "fuse: {attr_timeout: 0}", key: "fuse.attr_timeout", check: func(c *Config) bool { return c.Fuse.AttrTimeout == 0 }},
 		{yaml: "backend: {path: null}", key: "backend.path", check: func(c *Config) bool { return c.Backend.Path == "" }},

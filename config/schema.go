@@ -62,6 +62,10 @@ func boolKey(name, usage string, field func(*Config) *bool) key {
 	return newKey(name, "bool", usage+" (=true|=false)", parseBool, formatBool, field)
 }
 
+func intKey(name, usage string, field func(*Config) *int) key {
+	return newKey(name, "int", usage, parseInt, formatInt, field)
+}
+
 func enumKey[T ~string](name, usage string, values []T, field func(*Config) *T) key {
 	return newKey(name, "string", usage+" ("+joinEnum(values, "|")+")", oneOf(values), formatEnum[T], field)
 }
@@ -73,20 +77,32 @@ func schema() []key {
 			func(c *Config) *string { return &c.DataDir }),
 		sizeKey("cache.size", "DRAM page cache budget (clean + dirty), at least 16MiB",
 			func(c *Config) *Size { return &c.Cache.Size }),
+		enumKey("cache.mode", "how writes use the cache (changeable at runtime)", []CacheMode{ModeWriteBack, ModeWriteThrough, ModeWriteAround},
+			func(c *Config) *CacheMode { return &c.Cache.Mode }),
+		enumKey("cache.eviction", "order in which clean data leaves the cache", []Eviction{EvictLRU, EvictFIFO},
+			func(c *Config) *Eviction { return &c.Cache.Eviction }),
 		sizeKey("quota.dirty_bytes", "most bytes not yet destaged, 1MiB..cache.size",
 			func(c *Config) *Size { return &c.Quota.DirtyBytes }),
 		fractionKey("flush.high_watermark", "fraction of quota.dirty_bytes at which destage starts, (0,1]",
 			func(c *Config) *float64 { return &c.Flush.HighWatermark }),
 		fractionKey("flush.low_watermark", "fraction of quota.dirty_bytes below which destage stops, [0,high)",
 			func(c *Config) *float64 { return &c.Flush.LowWatermark }),
+		fractionKey("flush.throttle_watermark", "fraction of quota.dirty_bytes above which writers are slowed, (0,1]",
+			func(c *Config) *float64 { return &c.Flush.ThrottleWatermark }),
 		durationKey("flush.max_dirty_age", "no dirty byte gets older than this, at least 100ms",
 			func(c *Config) *time.Duration { return &c.Flush.MaxDirtyAge }),
+		intKey("flush.writeback_jobs", "destage batches in flight at once, 1..64",
+			func(c *Config) *int { return &c.Flush.WritebackJobs }),
 		sizeKey("flush.segment_size", "backend segment size, a multiple of 4KiB in 1MiB..4GiB",
 			func(c *Config) *Size { return &c.Flush.SegmentSize }),
+		sizeKey("flush.sequential_cutoff", "in write-back, a sequential stream past this is destaged at once (0 = never)",
+			func(c *Config) *Size { return &c.Flush.SequentialCutoff }),
 		enumKey("backend.type", "backend kind", []BackendType{BackendDir},
 			func(c *Config) *BackendType { return &c.Backend.Type }),
 		pathKey("backend.path", `backend directory ("" = <data_dir>/backend)`,
 			func(c *Config) *string { return &c.Backend.Path }),
+		fractionKey("backend.clean_threshold", "live fraction below which a segment is cleaned, [0,1); 0 disables cleaning",
+			func(c *Config) *float64 { return &c.Backend.CleanThreshold }),
 		{
 			name:  "log.replicas",
 			typ:   "PATH:TYPE:SIZE,...",
@@ -189,6 +205,14 @@ func parseFraction(s string) (float64, error) {
 	return f, nil
 }
 
+func parseInt(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer", s)
+	}
+	return n, nil
+}
+
 func parseBool(s string) (bool, error) {
 	switch {
 	case strings.EqualFold(s, "true"):
@@ -225,6 +249,7 @@ func formatString(s string) (string, string)     { return s, "!!str" }
 func formatEnum[T ~string](v T) (string, string) { return string(v), "!!str" }
 func formatSize(s Size) (string, string)         { return s.String(), "!!str" }
 func formatBool(b bool) (string, string)         { return strconv.FormatBool(b), "!!bool" }
+func formatInt(n int) (string, string)           { return strconv.Itoa(n), "!!int" }
 
 func formatFraction(f float64) (string, string) {
 	s := strconv.FormatFloat(f, 'g', -1, 64)

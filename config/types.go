@@ -23,7 +23,9 @@ type Config struct {
 
 // Cache is the DRAM page cache.
 type Cache struct {
-	Size Size // budget for clean and dirty pages together
+	Size     Size      // budget for clean and dirty pages together
+	Mode     CacheMode // how writes use the cache at mount (changeable at runtime)
+	Eviction Eviction  // order in which clean pages are evicted
 }
 
 // Quota limits what the cache may hold.
@@ -33,16 +35,26 @@ type Quota struct {
 
 // Flush drives destage.
 type Flush struct {
-	HighWatermark float64       // fraction of Quota.DirtyBytes at which destage starts
-	LowWatermark  float64       // fraction below which destage stops
-	MaxDirtyAge   time.Duration // no dirty byte is older than this
-	SegmentSize   Size          // size of one backend segment
+	HighWatermark float64 // fraction of Quota.DirtyBytes at which destage starts
+	LowWatermark  float64 // fraction below which destage stops
+	// ThrottleWatermark is the fraction above which writers are delayed
+	// in proportion; at 1 they wait for room.
+	ThrottleWatermark float64
+	MaxDirtyAge       time.Duration // no dirty byte is older than this
+	WritebackJobs     int           // destage batches in flight at once
+	SegmentSize       Size          // size of one backend segment
+	// SequentialCutoff: in write-back, a sequential stream of one file
+	// past this many bytes is destaged at once (0 = never).
+	SequentialCutoff Size
 }
 
 // Backend is where destaged data lives.
 type Backend struct {
 	Type BackendType
 	Path string // absolute; defaults to DataDir/backend
+	// CleanThreshold is the live fraction below which a segment is
+	// cleaned; 0 disables cleaning.
+	CleanThreshold float64
 }
 
 // Log is the write-ahead log area.
@@ -78,6 +90,25 @@ type Logging struct {
 	Level  LogLevel
 	Format LogFormat
 }
+
+// CacheMode says how writes use the cache.
+type CacheMode string
+
+// Cache modes.
+const (
+	ModeWriteBack    CacheMode = "write-back"    // log and cache; destage later
+	ModeWriteThrough CacheMode = "write-through" // return once the backend holds it; keep a clean copy
+	ModeWriteAround  CacheMode = "write-around"  // return once the backend holds it; drop cached copies
+)
+
+// Eviction is the order in which clean pages leave the cache.
+type Eviction string
+
+// Eviction orders.
+const (
+	EvictLRU  Eviction = "lru"  // least recently used first
+	EvictFIFO Eviction = "fifo" // first cached first
+)
 
 // BackendType is the kind of backend store.
 type BackendType string
