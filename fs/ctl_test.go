@@ -64,19 +64,10 @@ func field(t *testing.T, text, key string) string {
 	return m[1]
 }
 
-func writeSynced(t *testing.T, path string, data []byte) {
+// mustWriteSynced creates path with data and fsyncs it.
+func mustWriteSynced(t *testing.T, path string, data []byte) {
 	t.Helper()
-	f, err := os.Create(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Sync(); err != nil {
-		t.Fatal(err)
-	}
-	if err := f.Close(); err != nil {
+	if err := writeSynced(path, data); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -96,7 +87,7 @@ func TestStatsAfterWorkload(t *testing.T) {
 	}
 	data := bytes.Repeat([]byte("0123456789abcdef"), 64<<10) // 1 MiB
 	for i := 0; i < 3; i++ {
-		writeSynced(t, tm.path(fmt.Sprintf("d/f%d", i)), data)
+		mustWriteSynced(t, tm.path(fmt.Sprintf("d/f%d", i)), data)
 	}
 	mid := tm.report()
 	ops := mid.Windows.SinceMount.Operations
@@ -282,7 +273,7 @@ func TestCtlDirShownWhenConfigured(t *testing.T) {
 		tm.stats = StatsOptions{DirName: "stats-dir", ShowInReaddir: true}
 	})
 	for i := 0; i < 5; i++ {
-		writeSynced(t, tm.path(fmt.Sprintf("f%d", i)), []byte("x"))
+		mustWriteSynced(t, tm.path(fmt.Sprintf("f%d", i)), []byte("x"))
 	}
 	ents, err := os.ReadDir(tm.mnt)
 	if err != nil {
@@ -333,7 +324,7 @@ func TestInflightShowsStage(t *testing.T) {
 	tm := newTestMountWith(t, statsConfig(), func(tm *testMount) {
 		tm.record = true
 		tm.stats.HungThreshold = 50 * time.Millisecond
-		tm.wrapDev = func(d device.Device) device.Device { return device.NewFaulty(d, g) }
+		tm.logFaults = []device.Injector{g}
 	})
 	f, err := os.Create(tm.path("slow"))
 	if err != nil {

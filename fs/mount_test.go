@@ -32,12 +32,14 @@ type testMount struct {
 	fs      *FS
 	srv     *fuse.Server
 	mounted bool
+	// logFaults, when set before mount, sit between the log and its
+	// device (see device.NewFaulty).
+	logFaults []device.Injector
 
 	// Set before the first mount by newTestMountWith.
-	wrapDev func(device.Device) device.Device // wraps the log device
-	stats   StatsOptions
-	record  bool // record the log in hook
-	hook    *logtest.Hook
+	stats  StatsOptions
+	record bool // record the log in hook
+	hook   *logtest.Hook
 }
 
 func testLogger(t testing.TB) *logrus.Entry {
@@ -103,11 +105,10 @@ func (tm *testMount) mount() {
 			t.Fatalf("format log: %v", err)
 		}
 	}
-	logDev := dev
-	if tm.wrapDev != nil {
-		logDev = tm.wrapDev(dev)
+	if len(tm.logFaults) > 0 {
+		dev = device.NewFaulty(dev, tm.logFaults...)
 	}
-	wal, err := logarea.Open([]device.Device{logDev}, be.ID(), logarea.Config{Compression: true}, log)
+	wal, err := logarea.Open([]device.Device{dev}, be.ID(), logarea.Config{Compression: true}, log)
 	if err != nil {
 		t.Fatalf("open log: %v", err)
 	}
