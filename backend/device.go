@@ -1,16 +1,8 @@
-//go:build dcache_device_wip
-
-// Work in progress: the block-device backend (backend.type: device). Not
-// part of the build: compile and test it with -tags dcache_device_wip.
-//
-// What is here: the device layout, its superblock (two copies), the probe
-// that tells an empty device from a dcache device from foreign content, the
-// explicit format, and the scan that finds the segments in their slots.
-// What is missing before it can be wired in (see the report in the commit):
-// the meta ring (CreateMeta/LoadMeta/RemoveMetaBefore on the meta region),
-// and running Store's Append/Sync/Read/RemoveSegment over slots instead of
-// files (a segment-space interface under Store, implemented by the
-// directory and by the device).
+// The block-device backend (backend.type: device): the segments and the
+// metadata of a backend directory at fixed offsets of a block device, or of
+// a regular file used as one. OpenDevice opens it; the Store API is the
+// same as for a directory. Segment slots and their seals are in
+// devspace.go, the meta ring in ring.go.
 //
 // # Device layout
 //

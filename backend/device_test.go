@@ -1,5 +1,3 @@
-//go:build dcache_device_wip
-
 package backend
 
 import (
