@@ -16,7 +16,6 @@ type fileDevice struct {
 
 func (d fileDevice) Size() int64 { return d.size }
 
-
 func newFileDevice(t *testing.T, size int64) fileDevice {
 	t.Helper()
 	f, err := os.Create(filepath.Join(t.TempDir(), "dev"))
