@@ -57,6 +57,10 @@ type pageCopy struct {
 // outgrow the last checkpoint (and at least this much).
 const minDeltaBeforeCheckpoint = 16 << 20
 
+// metaRoomMargin is the room kept free in a fixed-size meta space beyond
+// twice the live metadata (see metaRoomShort).
+const metaRoomMargin = 1 << 20
+
 // destage runs one round. persist=false (used while replaying the log)
 // only moves data and keeps everything else for the round after recovery.
 func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) error {
@@ -303,7 +307,7 @@ func (e *Engine) repointLiveLocked(r *copied, cutLSN uint64) {
 // persistMeta writes the cut as a delta, or as a full checkpoint when
 // there is none yet or the deltas have outgrown the last one.
 func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
-	full := e.cpSize == 0 || e.deltaSize > max(e.cpSize, minDeltaBeforeCheckpoint)
+	full := e.cpSize == 0 || e.deltaSize > max(e.cpSize, minDeltaBeforeCheckpoint) || e.metaRoomShort()
 	kind := backend.MetaDelta
 	if full {
 		kind = backend.MetaCheckpoint
@@ -339,6 +343,16 @@ func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
 		e.stats.Deltas.Add(1)
 	}
 	return nil
+}
+
+// metaRoomShort reports whether the backend's fixed meta space (the meta
+// ring of a device backend) is getting too short to hold, besides the live
+// checkpoint and deltas, one more checkpoint: then the next record must be
+// a full checkpoint, which lets the backend free the deltas. The margin
+// covers the checkpoint's growth, the next delta and record padding.
+func (e *Engine) metaRoomShort() bool {
+	free, limited := e.be.MetaRoom()
+	return limited && free < 2*(e.cpSize+e.deltaSize)+metaRoomMargin
 }
 
 // destageNeeded decides whether the flusher should run a round now.
