@@ -41,7 +41,7 @@
 //
 // # Refusing foreign content
 //
-// OpenDevice refuses, writing nothing: a device whose first 64 KiB are not
+// OpenDevice refuses, writing nothing: a device whose first 68 KiB are not
 // all zero and hold no dcache superblock (ErrForeign, naming a recognised
 // signature: ext2/3/4, XFS, btrfs, LUKS, a dcache log replica, a partition
 // table), a superblock of another version (ErrVersion), and a dcache device
@@ -82,7 +82,7 @@ const (
 	devMagic    = "DCBKDEVS"
 	devSBLen    = 128
 	devSBCopies = 2
-	devProbeLen = 64 << 10
+	devProbeLen = 68 << 10 // the btrfs superblock is at 64 KiB
 	devMetaOff  = devSBCopies * BlockSize
 	minDevSlots = 2
 )
@@ -200,6 +200,7 @@ var signatures = []struct {
 	{0, []byte("XFSB"), "an XFS filesystem"},
 	{0, []byte("LUKS\xba\xbe"), "a LUKS volume"},
 	{0, []byte("DCLOGSB\x00"), "a dcache log replica"},
+	{65536 + 64, []byte("_BHRfS_M"), "a btrfs filesystem"},
 	{510, []byte{0x55, 0xaa}, "a partition table or boot sector"},
 }
 

@@ -36,7 +36,9 @@ type MetaWriter interface {
 }
 
 // CreateMeta starts a meta file of the given kind and sequence number
-// (sequence numbers start at 1).
+// (sequence numbers start at 1). On a device backend the meta records share
+// one ring and are written one at a time: CreateMeta waits until the
+// previous MetaWriter has committed or aborted.
 func (s *Store) CreateMeta(kind MetaKind, seq uint64) (MetaWriter, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("backend: create meta: unknown kind %v", kind)
