@@ -56,7 +56,7 @@ func main() {
 	root.SetFlagErrorFunc(func(cmd *cobra.Command, err error) error {
 		return &usageError{fmt.Sprintf("%s: %v (see %s --help)", cmd.Name(), err, cmd.CommandPath())}
 	})
-	root.AddCommand(mountCmd(), umountCmd(), formatCmd(), demoCmd(), versionCmd())
+	root.AddCommand(mountCmd(), umountCmd(), formatCmd(), modeCmd(), demoCmd(), versionCmd())
 	if err := root.Execute(); err != nil {
 		fmt.Fprintf(os.Stderr, "dcache: %v\n", err)
 		os.Exit(exitCode(err))

@@ -152,8 +152,35 @@ func engineConfig(cfg *config.Config) cachelayer.Config {
 		SyncInterval:  cfg.Log.SyncInterval,
 		RootUid:       uint32(os.Getuid()),
 		RootGid:       uint32(os.Getgid()),
+
+		ThrottleWatermark: cfg.Flush.ThrottleWatermark,
+		SequentialCutoff:  int64(cfg.Flush.SequentialCutoff),
+		WritebackJobs:     cfg.Flush.WritebackJobs,
+	}
+	switch cfg.Cache.Mode {
+	case config.ModeWriteThrough:
+		ec.Mode = cachelayer.ModeWriteThrough
+	case config.ModeWriteAround:
+		ec.Mode = cachelayer.ModeWriteAround
+	default:
+		ec.Mode = cachelayer.ModeWriteBack
+	}
+	if cfg.Cache.Eviction == config.EvictFIFO {
+		ec.Eviction = cachelayer.EvictFIFO
 	}
 	ec.CleanThreshold = cfg.Backend.CleanThreshold
+	switch cfg.Prefetch.Policy {
+	case config.PrefetchSequential:
+		ec.Prefetch = cachelayer.PrefetchSequential
+	case config.PrefetchWholeFile:
+		ec.Prefetch = cachelayer.PrefetchWholeFile
+	default:
+		ec.Prefetch = cachelayer.PrefetchNone
+	}
+	ec.PrefetchMaxWindow = int64(cfg.Prefetch.MaxWindow)
+	for _, q := range cfg.Quota.Directories {
+		ec.Quotas = append(ec.Quotas, cachelayer.DirQuota{Path: q.Path, Bytes: uint64(q.Bytes), Inodes: uint64(q.Inodes)})
+	}
 	switch cfg.Log.Sync {
 	case config.SyncAlways:
 		ec.Sync = cachelayer.SyncAlways

@@ -45,16 +45,19 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 		switch m.kind {
 		case mPutInode:
 			in := m.inode
-			if old, ok := e.st.inode(in.Ino); ok {
+			old, ok := e.st.inode(in.Ino)
+			if ok {
 				in.Blocks = old.Blocks
 			} else {
 				in.Blocks = 0
 			}
 			e.st.putInode(in)
+			e.quotaSizeLocked(in.Ino, old.Size, in.Size)
 			e.changed.inos[in.Ino] = struct{}{}
 		case mDelInode:
 			e.deleteObjectLocked(m.ino)
 		case mPutDirent:
+			e.quotaDirentLocked(m.dirent)
 			e.st.dirents.Set(m.dirent)
 			e.changed.dirents[direntKey{m.dirent.Parent, m.dirent.Name}] = struct{}{}
 		case mDelDirent:
@@ -92,9 +95,11 @@ func (e *Engine) applyLocked(muts []mutation, lsn uint64) {
 
 // deleteObjectLocked removes an object with everything it owns.
 func (e *Engine) deleteObjectLocked(ino Ino) {
+	e.quotaDeleteLocked(ino)
 	e.st.inodes.Delete(Inode{Ino: ino})
 	e.st.dropObject(ino)
 	e.dropPagesLocked(ino, 0, ^uint64(0))
+	delete(e.streams, ino)
 	e.changed.inos[ino] = struct{}{}
 }
 
@@ -118,6 +123,7 @@ func (e *Engine) allocPageLocked(ino Ino, blk uint64, s pageState, whole bool) u
 			panic("cachelayer: page allocation with no free or clean page")
 		}
 		vm := &e.pool.meta[v]
+		e.prefetchedGoneLocked(uint32(v))
 		e.pages.Delete(pageRef{Ino: vm.ino, Blk: vm.blk})
 		e.pool.release(uint32(v))
 		e.stats.Evictions.Add(1)
@@ -134,6 +140,7 @@ func (e *Engine) markDirtyLocked(r pageRef, lsn uint64) {
 		return
 	}
 	m := &e.pool.meta[r.Page]
+	m.prefetched = false // overwritten: neither read nor wasted
 	e.pool.setState(r.Page, pageDirty)
 	m.dirtyLSN, m.dirtyAt = lsn, time.Now().UnixNano()
 	r.Dirty = true
@@ -141,14 +148,18 @@ func (e *Engine) markDirtyLocked(r pageRef, lsn uint64) {
 	e.dirtyQ.Set(dirtyKey{LSN: lsn, Ino: r.Ino, Blk: r.Blk})
 }
 
-// markCleanLocked records that a dirty block's bytes are in the backend.
+// markCleanLocked records that a dirty block's bytes are in the backend. A
+// page of a sequential stream goes to the cold end of the eviction order.
 func (e *Engine) markCleanLocked(r pageRef) {
 	if !r.Dirty {
 		return
 	}
 	m := &e.pool.meta[r.Page]
-	e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
+	stream := e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 	e.pool.setState(r.Page, pageClean)
+	if stream {
+		e.pool.demote(r.Page)
+	}
 	r.Dirty = false
 	e.pages.Set(r)
 }
@@ -160,9 +171,12 @@ func (e *Engine) redirtyLocked(r pageRef, lsn uint64) {
 	if !r.Dirty || m.dirtyLSN >= lsn {
 		return
 	}
-	e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
+	stream := e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 	m.dirtyLSN = lsn
-	e.dirtyQ.Set(dirtyKey{LSN: lsn, Ino: r.Ino, Blk: r.Blk})
+	e.dirtyQ.Set(dirtyKey{LSN: lsn, Ino: r.Ino, Blk: r.Blk, Stream: stream})
+	if stream {
+		e.streamDirty++
+	}
 }
 
 // dropPagesLocked frees the cached blocks [from, to) of ino and returns how
@@ -179,8 +193,9 @@ func (e *Engine) dropPagesLocked(ino Ino, from, to uint64) int {
 	for _, r := range refs {
 		if r.Dirty {
 			m := &e.pool.meta[r.Page]
-			e.dirtyQ.Delete(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
+			e.dqDeleteLocked(dirtyKey{LSN: m.dirtyLSN, Ino: r.Ino, Blk: r.Blk})
 		}
+		e.prefetchedGoneLocked(r.Page)
 		e.pages.Delete(r)
 		e.pool.release(r.Page)
 	}
@@ -281,6 +296,7 @@ func (e *Engine) applyWriteLocked(m *mutation, lsn uint64) {
 		off += c
 	}
 	if end > in.Size {
+		e.quotaSizeLocked(m.ino, in.Size, end)
 		in.Size = end
 	}
 	if m.flags&writeKeepTimes == 0 {
@@ -345,6 +361,7 @@ func (e *Engine) applyTruncateLocked(ino Ino, size uint64, lsn uint64) {
 	if size%BlockSize != 0 {
 		e.zeroRangeInBlockLocked(ino, size/BlockSize, size%BlockSize, BlockSize, lsn)
 	}
+	e.quotaSizeLocked(ino, in.Size, size)
 	in.Size = size
 	e.st.inodes.Set(in)
 	e.changed.inos[ino] = struct{}{}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"sync/atomic"
 	"time"
 
 	"github.com/dcache/dcache/backend"
@@ -33,6 +34,9 @@ func (e *Engine) readLocked(ino Ino, off uint64, dst []byte) []miss {
 			bs := next * BlockSize
 			lo, hi := max(bs, off), min(bs+BlockSize, end)
 			if x, ok := e.st.extentAt(ino, bs); ok {
+				if misses == nil {
+					misses = make([]miss, 0, last-next+1) // a cold range misses all through
+				}
 				misses = append(misses, miss{blk: next, x: x})
 				continue
 			}
@@ -48,6 +52,7 @@ func (e *Engine) readLocked(ino Ino, off uint64, dst []byte) []miss {
 		lo, hi := max(bs, off), min(bs+BlockSize, end)
 		copy(dst[lo-off:hi-off], e.pool.data(r.Page)[lo-bs:hi-bs])
 		e.pool.touch(r.Page)
+		e.prefetchedReadLocked(r.Page)
 		next = r.Blk + 1
 		return true
 	})
@@ -58,7 +63,7 @@ func (e *Engine) readLocked(ino Ino, off uint64, dst []byte) []miss {
 
 // Read reads up to len(dst) bytes at off; it returns fewer at end of file.
 func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int, error) {
-	for {
+	for first := true; ; first = false {
 		e.mu.Lock()
 		in, ok := e.st.inode(ino)
 		if !ok {
@@ -76,11 +81,16 @@ func (e *Engine) Read(ctx context.Context, ino Ino, off uint64, dst []byte) (int
 		n := min(uint64(len(dst)), in.Size-off)
 		misses := e.readLocked(ino, off, dst[:n])
 		e.mu.Unlock()
+		if first {
+			e.noteRead(ino, off, n, in.Size)
+		}
 		if len(misses) == 0 {
 			e.stats.BytesRead.Add(int64(n))
 			return int(n), nil
 		}
+		end := e.beginLoad(ino, misses[0].blk, misses[len(misses)-1].blk+1)
 		done, err := e.readMisses(ctx, ino, off, dst[:n], misses)
+		end()
 		if err != nil {
 			return 0, err
 		}
@@ -105,8 +115,10 @@ var spanBufs = newBufPool(64<<10, maxReadSpan)
 
 // loadRecords reads the distinct records behind misses from the backend,
 // checksum verified, without the lock. Records that lie back to back in a
-// segment (a destaged sequential file does) are read with one call.
-func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte, error) {
+// segment (a destaged sequential file does) are read with one call. Reads
+// on behalf of a reader count as ReadMisses; a prefetch (nil) counts its
+// own.
+func (e *Engine) loadRecords(misses []miss, count *atomic.Int64) (map[backend.Addr][]byte, []*[]byte, error) {
 	recs := make(map[backend.Addr][]byte)
 	var addrs []backend.Addr
 	for _, m := range misses {
@@ -151,7 +163,9 @@ func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte,
 			rel := a.Off - addrs[i].Off
 			recs[a] = buf[rel : rel+uint64(a.Len)]
 		}
-		e.stats.ReadMisses.Add(int64(j - i))
+		if count != nil {
+			count.Add(int64(j - i))
+		}
 		i = j
 	}
 	return recs, bufs, nil
@@ -160,7 +174,7 @@ func (e *Engine) loadRecords(misses []miss) (map[backend.Addr][]byte, []*[]byte,
 // readMisses fills dst's missed blocks from their backend records, caching
 // them. It reports false when the object changed meanwhile.
 func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte, misses []miss) (bool, error) {
-	recs, bufs, err := e.loadRecords(misses)
+	recs, bufs, err := e.loadRecords(misses, &e.stats.ReadMisses)
 	if err != nil {
 		if e.missesMoved(ino, misses) {
 			return false, nil // cleaning moved the data: look again
@@ -173,6 +187,7 @@ func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte
 		}
 	}()
 	end := off + uint64(len(dst))
+	starts := recordStarts(misses)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for _, m := range misses {
@@ -180,6 +195,7 @@ func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte
 		lo, hi := max(bs, off), min(bs+BlockSize, end)
 		if r, ok := e.pages.Get(pageRef{Ino: ino, Blk: m.blk}); ok {
 			copy(dst[lo-off:hi-off], e.pool.data(r.Page)[lo-bs:hi-bs])
+			e.prefetchedReadLocked(r.Page)
 			continue
 		}
 		x, ok := e.st.extentAt(ino, bs)
@@ -191,34 +207,20 @@ func (e *Engine) readMisses(ctx context.Context, ino Ino, off uint64, dst []byte
 		copy(dst[lo-off:hi-off], rec[at+(lo-bs):at+(hi-bs)])
 	}
 	for a, rec := range recs {
-		e.cacheRecordLocked(ino, a, rec)
+		e.cacheRecordLocked(ino, a, starts[a], rec, false)
 	}
 	return true, nil
 }
 
 // cacheRecordLocked keeps clean copies of the blocks of ino that the live
 // extent map still maps to record a, when pages are to be had without
-// touching dirty data.
-func (e *Engine) cacheRecordLocked(ino Ino, a backend.Addr, rec []byte) {
+// touching dirty data, marked as prefetched when pf is set. It returns
+// how many blocks it cached. A record holds one contiguous file range of
+// one object, so its pieces are within [start, start+len), where start is
+// x.Off-x.Skip of any extent x that maps a piece of it (recordStarts).
+func (e *Engine) cacheRecordLocked(ino Ino, a backend.Addr, start uint64, rec []byte, pf bool) int {
 	var xs []Extent
-	// A record holds one contiguous file range of one object; its pieces
-	// are within [start, start+len).
-	var start uint64
-	found := false
-	e.st.extents.Ascend(Extent{Ino: ino}, func(x Extent) bool {
-		if x.Ino != ino {
-			return false
-		}
-		if x.Addr == a {
-			start = x.Off - uint64(x.Skip)
-			found = true
-			return false
-		}
-		return true
-	})
-	if !found {
-		return
-	}
+	n := 0
 	e.st.extentsIn(ino, start, start+uint64(a.Len), func(x Extent) bool {
 		if x.Addr == a {
 			xs = append(xs, x)
@@ -231,13 +233,26 @@ func (e *Engine) cacheRecordLocked(ino Ino, a backend.Addr, rec []byte) {
 				continue
 			}
 			if e.pool.available() == 0 {
-				return
+				return n
 			}
 			p := e.allocPageLocked(ino, b, pageClean, true)
 			at := uint64(x.Skip) + (b*BlockSize - x.Off)
 			copy(e.pool.data(p), rec[at:at+BlockSize])
+			e.pool.meta[p].prefetched = pf
+			n++
 		}
 	}
+	return n
+}
+
+// recordStarts gives the file offset of the start of each record behind
+// misses (see cacheRecordLocked).
+func recordStarts(misses []miss) map[backend.Addr]uint64 {
+	s := make(map[backend.Addr]uint64)
+	for _, m := range misses {
+		s[m.x.Addr] = m.x.Off - uint64(m.x.Skip)
+	}
+	return s
 }
 
 // fetchBlocks brings destaged blocks of ino into the cache (for
@@ -264,7 +279,7 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 			return err
 		}
 	}
-	recs, bufs, err := e.loadRecords(misses)
+	recs, bufs, err := e.loadRecords(misses, &e.stats.ReadMisses)
 	if err != nil {
 		if e.missesMoved(ino, misses) {
 			return nil // cleaning moved the data: the caller looks again
@@ -276,10 +291,11 @@ func (e *Engine) fetchBlocks(ctx context.Context, ino Ino, blks []uint64) error 
 			spanBufs.put(b)
 		}
 	}()
+	starts := recordStarts(misses)
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	for a, rec := range recs {
-		e.cacheRecordLocked(ino, a, rec)
+		e.cacheRecordLocked(ino, a, starts[a], rec, false)
 	}
 	return nil
 }
@@ -292,6 +308,9 @@ const maxWriteChunk = 1 << 20
 func (e *Engine) Write(ctx context.Context, ino Ino, off uint64, data []byte, wo WriteOpts) (int, error) {
 	if uint64(len(data)) > MaxFileSize || off+uint64(len(data)) > MaxFileSize {
 		return 0, ErrTooBig
+	}
+	if err := e.writeQuota(ino, off+uint64(len(data))); err != nil {
+		return 0, err // a write past a quota changes nothing, not even in part
 	}
 	chunk := uint64(min(maxWriteChunk, max(BlockSize, e.cfg.DirtyBytes/4)))
 	done := 0
@@ -314,6 +333,7 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, nil
 	}
 	blocks := int((off+n-1)/BlockSize - off/BlockSize + 1)
+	mode := e.Mode() // one mode for the whole write, whatever SetMode does meanwhile
 	if err := e.throttle(ctx, blocks); err != nil {
 		return 0, err
 	}
@@ -342,6 +362,9 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		if !in.IsReg() {
 			return nil, ErrInvalid
 		}
+		if err := e.quotaGrowLocked(ino, in.Size, off+n); err != nil {
+			return nil, err
+		}
 		fetch, short := e.writeNeedsLocked(ino, off, n)
 		if len(fetch) > 0 {
 			return nil, &errNeedFetch{ino: ino, blks: fetch}
@@ -355,6 +378,26 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 		return 0, err
 	}
 	e.stats.BytesWritten.Add(int64(n))
+	switch mode {
+	case ModeWriteThrough, ModeWriteAround:
+		// The write has taken effect (it is logged): whatever happens
+		// to the wait, it reports success.
+		e.stats.ThroughWrites.Add(1)
+		if e.waitBackend(ctx, lsn) && mode == ModeWriteAround {
+			e.mu.Lock()
+			e.invalidateCleanLocked(ino, off, n)
+			e.mu.Unlock()
+		}
+		if e.backendLSN.Load() >= lsn {
+			return int(n), nil // durable: the log sync below is moot
+		}
+	default:
+		e.mu.Lock()
+		if e.noteStreamLocked(ino, off, n) {
+			e.stats.StreamBytes.Add(int64(n))
+		}
+		e.mu.Unlock()
+	}
 	if wo.Sync && e.cfg.Sync != SyncAlways {
 		// The bytes are written: not cut short by an interruption (see run).
 		if err := e.wal.Sync(context.WithoutCancel(ctx), lsn); err != nil {
@@ -368,15 +411,33 @@ func (e *Engine) writeChunk(ctx context.Context, ino Ino, off uint64, data []byt
 func (e *Engine) dirtyLimit() int { return int(e.cfg.DirtyBytes / BlockSize) }
 
 // throttle waits until blocks more dirty pages fit in the dirty budget and
-// reserves them. A write never fails for lack of room: it waits for destage.
+// reserves them: above the throttle watermark it first delays the write in
+// proportion (throttleDelayLocked), and at the full budget it waits for
+// room. A write never fails for lack of room: it waits for destage.
 func (e *Engine) throttle(ctx context.Context, blocks int) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	limit := e.dirtyLimit()
-	if e.pool.nDirty+e.reserved+blocks > int(float64(limit)*e.cfg.HighWatermark) {
+	used := e.pool.nDirty + e.reserved + blocks
+	if used > int(float64(limit)*e.cfg.HighWatermark) {
 		e.kickLocked()
 	}
 	var start time.Time
+	if d := e.throttleDelayLocked(float64(used)/float64(limit), blocks); d > 0 {
+		start = time.Now()
+		e.stats.ThrottleWaits.Add(1)
+		e.mu.Unlock()
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			e.mu.Lock()
+			e.stats.ThrottleWaitNs.Add(int64(time.Since(start)))
+			return ctx.Err()
+		}
+		e.mu.Lock()
+	}
 	for e.pool.nDirty+e.reserved+blocks > limit && e.pool.nDirty+e.reserved > 0 {
 		if start.IsZero() {
 			start = time.Now()

@@ -18,6 +18,7 @@ const (
 	destageAll      destageScope = iota // every page dirty at the cut
 	destageToLow                        // oldest first, down to the low watermark
 	destageMetaOnly                     // no data: persist metadata so the log can be trimmed
+	destageStream                       // the pages of sequential streams past the cutoff
 )
 
 func (s destageScope) String() string {
@@ -28,6 +29,8 @@ func (s destageScope) String() string {
 		return "to-low-watermark"
 	case destageMetaOnly:
 		return "metadata"
+	case destageStream:
+		return "stream"
 	}
 	return fmt.Sprintf("destageScope(%d)", int(s))
 }
@@ -69,7 +72,7 @@ func (e *Engine) destage(ctx context.Context, scope destageScope, persist bool) 
 	return e.destageLocked(ctx, scope, persist)
 }
 
-// destageLocked is destage with e.destageMu held.
+// destageLocked runs one round with destageMu held.
 func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist bool) error {
 	start := time.Now()
 
@@ -84,30 +87,37 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 		target = dq.Len()
 	case destageToLow:
 		low := int(float64(e.dirtyLimit()) * e.cfg.LowWatermark)
-		target = max(0, e.pool.nDirty-low)
+		target = min(max(0, e.pool.nDirty-low), e.roundPages())
+	case destageStream:
+		target = e.roundPages()
 	}
 	changed := e.changed
 	e.changed = newChangeSet()
 	e.mu.Unlock()
 
-	picks := make([]blockKey, 0, target)
-	dq.Scan(func(k dirtyKey) bool {
-		if len(picks) >= target {
-			return false
-		}
-		picks = append(picks, blockKey{k.Ino, k.Blk})
-		return true
-	})
 	// The log must be replayed from the oldest op that made a page dirty
 	// which this round leaves dirty: the first page of the cut's queue not
 	// picked. It must come from the cut, not from the live queue after the
 	// round: a page dirty at the cut can be dropped after the copy (an
 	// unlink, a truncate) by an op later than what this round makes
 	// durable, and the image must still be completed by replay up to it.
+	picks := make([]blockKey, 0, target)
 	replay := cutLSN + 1
-	if k, ok := dq.GetAt(len(picks)); ok && k.LSN < replay {
-		replay = k.LSN
-	}
+	dq.Scan(func(k dirtyKey) bool {
+		take := len(picks) < target
+		if scope == destageStream {
+			take = take && k.Stream
+		}
+		if take {
+			picks = append(picks, blockKey{k.Ino, k.Blk})
+			return true
+		}
+		replay = min(replay, k.LSN)
+		// Oldest first: the queue is in LSN order, so the first page
+		// left ends the scan, except for a stream round, which takes
+		// stream pages wherever they are.
+		return scope == destageStream
+	})
 	slices.SortFunc(picks, func(a, b blockKey) int {
 		if a.ino != b.ino {
 			if a.ino < b.ino {
@@ -130,17 +140,21 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 	}
 
 	// 2. Copy the chosen pages into records and append them to the backend.
+	copyStart := time.Now()
 	runs, gone, copyLSN, bytes, err := e.copyOut(picks)
 	if e.afterCopy != nil {
 		e.afterCopy() // tests: ops landing between the copy and the repointing
 	}
+	copied := time.Since(copyStart)
 	if err == nil && len(runs) > 0 {
 		err = e.be.Sync()
 	}
+	synced := time.Since(copyStart)
 	if err != nil {
 		giveBack()
 		return fmt.Errorf("cachelayer: destage: %w", err)
 	}
+	e.noteDestageRate(bytes, time.Since(copyStart))
 
 	// 3. Repoint the cut (always) and the live state (where the page is
 	// still the one copied), and find the new replay start.
@@ -173,8 +187,12 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 	// 4. Persist: the log first (the copied bytes may hold the effects of
 	// ops up to copyLSN), then the metadata image.
 	if changed.empty() && len(runs) == 0 && len(gone) == 0 {
-		return nil // nothing happened since the last image
+		// Nothing happened since the last image: it holds every op
+		// before replay.
+		e.noteBackendLSN(replay - 1)
+		return nil
 	}
+	persistStart := time.Now()
 	if syncTo := max(cutLSN, copyLSN); syncTo > 0 {
 		if err := e.wal.Sync(ctx, syncTo); err != nil {
 			giveBack()
@@ -192,10 +210,13 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 			return fmt.Errorf("cachelayer: destage: trim log to %d: %w", replay-1, err)
 		}
 	}
+	e.noteBackendLSN(replay - 1)
 	e.stats.DestageRounds.Add(1)
 	e.log.WithFields(logrus.Fields{
 		"scope": scope, "bytes": bytes, "records": len(runs), "cut_lsn": cutLSN,
 		"replay_from": replay, "objects": len(changed.inos), "took": time.Since(start).Round(time.Microsecond),
+		"copy": copied.Round(time.Microsecond), "backend_sync": (synced - copied).Round(time.Microsecond),
+		"persist": time.Since(persistStart).Round(time.Microsecond),
 	}).Debug("destage round")
 	return nil
 }
@@ -204,67 +225,134 @@ func (e *Engine) destageLocked(ctx context.Context, scope destageScope, persist 
 // records of up to MaxRecord bytes and appends them to the backend. Blocks
 // no longer cached were dropped after the cut (truncate, punch, delete):
 // they are returned as gone. copyLSN is the last LSN applied while copying.
+//
+// Pages are copied out of the cache in batches under the lock and appended
+// outside it. With Config.WritebackJobs > 1 this is a pipeline: a second
+// goroutine copies the next batches (up to WritebackJobs staged at once)
+// while this one appends, so the memory copy under the engine lock overlaps
+// the backend's writes.
 func (e *Engine) copyOut(picks []blockKey) (runs []copied, gone []blockKey, copyLSN uint64, bytes int64, err error) {
-	const batch = 4 << 20 // bytes copied per lock hold
-	buf := make([]byte, 0, MaxRecord)
-	var cur *copied
-	flush := func() error {
-		if cur == nil {
-			return nil
+	jobs := max(1, e.cfg.WritebackJobs)
+	for len(e.stageBufs) < jobs {
+		// A batch ends at the first page past destageBatch bytes.
+		e.stageBufs = append(e.stageBufs, make([]byte, 0, destageBatch+BlockSize))
+	}
+	// A record is a run of one object's consecutive blocks within one
+	// batch: its bytes lie back to back in the batch's buffer and go to
+	// the backend from there.
+	appendBatch := func(b *stagedBatch) error {
+		for i := 0; i < len(b.pages); {
+			first := b.pages[i]
+			j := i + 1
+			for j < len(b.pages) && b.pages[j].k.ino == first.k.ino && b.pages[j].k.blk == first.k.blk+uint64(j-i) && (j-i)*BlockSize < MaxRecord {
+				j++
+			}
+			rec := b.data[first.at : b.pages[j-1].at+BlockSize]
+			addr, err := e.be.Append(rec)
+			if err != nil {
+				return err
+			}
+			c := copied{ino: first.k.ino, blk: first.k.blk, addr: addr, pages: make([]pageCopy, 0, j-i)}
+			for _, p := range b.pages[i:j] {
+				c.pages = append(c.pages, p.pc)
+			}
+			runs = append(runs, c)
+			bytes += int64(len(rec))
+			i = j
 		}
-		addr, err := e.be.Append(buf)
-		if err != nil {
-			return err
-		}
-		cur.addr = addr
-		bytes += int64(len(buf))
-		runs = append(runs, *cur)
-		cur, buf = nil, buf[:0]
 		return nil
 	}
-	for i := 0; i < len(picks); {
-		// Copy a batch under the lock into a staging area, then append
-		// outside it.
-		type staged struct {
-			k    blockKey
-			pc   pageCopy
-			data []byte
-		}
-		var stage []staged
-		stageBuf := e.stageBuf[:0]
-		e.mu.Lock()
-		for ; i < len(picks) && len(stageBuf) < batch; i++ {
-			k := picks[i]
-			r, ok := e.pages.Get(pageRef{Ino: k.ino, Blk: k.blk})
-			if !ok {
-				gone = append(gone, k)
-				continue
+
+	if jobs == 1 {
+		for i := 0; i < len(picks); {
+			var b stagedBatch
+			i = e.stageBatch(picks, i, &e.stageBufs[0], &b)
+			gone = append(gone, b.gone...)
+			copyLSN = b.copyLSN
+			if err := appendBatch(&b); err != nil {
+				return nil, nil, 0, 0, err
 			}
-			m := &e.pool.meta[r.Page]
-			at := len(stageBuf)
-			stageBuf = append(stageBuf, e.pool.data(r.Page)...)
-			stage = append(stage, staged{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, data: stageBuf[at : at+BlockSize]})
 		}
-		copyLSN = e.lastLSN
-		e.mu.Unlock()
-		e.stageBuf = stageBuf[:0] // keep the grown buffer for the next batch and round
-		for _, s := range stage {
-			if cur != nil && (s.k.ino != cur.ino || s.k.blk != cur.blk+uint64(len(cur.pages)) || len(buf) >= MaxRecord) {
-				if err := flush(); err != nil {
-					return nil, nil, 0, 0, err
-				}
-			}
-			if cur == nil {
-				cur = &copied{ino: s.k.ino, blk: s.k.blk}
-			}
-			cur.pages = append(cur.pages, s.pc)
-			buf = append(buf, s.data...)
-		}
+		return runs, gone, copyLSN, bytes, nil
 	}
-	if err := flush(); err != nil {
-		return nil, nil, 0, 0, err
+	free := make(chan int, jobs) // indexes of idle staging buffers
+	for j := range jobs {
+		free <- j
+	}
+	staged := make(chan stagedBatch, jobs)
+	stop := make(chan struct{})
+	go func() {
+		defer close(staged)
+		for i := 0; i < len(picks); {
+			var j int
+			select {
+			case j = <-free:
+			case <-stop:
+				return
+			}
+			b := stagedBatch{buf: j}
+			i = e.stageBatch(picks, i, &e.stageBufs[j], &b)
+			staged <- b
+		}
+	}()
+	var aerr error
+	for b := range staged {
+		if aerr == nil {
+			gone = append(gone, b.gone...)
+			copyLSN = b.copyLSN
+			if aerr = appendBatch(&b); aerr != nil {
+				close(stop)
+			}
+		}
+		free <- b.buf
+	}
+	if aerr != nil {
+		return nil, nil, 0, 0, aerr
 	}
 	return runs, gone, copyLSN, bytes, nil
+}
+
+// stagedPage is one page copied out of the cache for destage.
+type stagedPage struct {
+	k  blockKey
+	pc pageCopy
+	at int // offset of its bytes in the batch's data
+}
+
+// stagedBatch is the pages one lock hold copied.
+type stagedBatch struct {
+	data    []byte // the copied bytes, page after page
+	pages   []stagedPage
+	gone    []blockKey
+	copyLSN uint64
+	buf     int // which staging buffer holds the bytes
+}
+
+// destageBatch is how many bytes a batch copies per hold of the lock.
+const destageBatch = 4 << 20
+
+// stageBatch copies picks[i:] into *sb under the lock, up to destageBatch
+// bytes, and returns the index of the first pick not taken.
+func (e *Engine) stageBatch(picks []blockKey, i int, sb *[]byte, b *stagedBatch) int {
+	stageBuf := (*sb)[:0]
+	e.mu.Lock()
+	for ; i < len(picks) && len(stageBuf) < destageBatch; i++ {
+		k := picks[i]
+		r, ok := e.pages.Get(pageRef{Ino: k.ino, Blk: k.blk})
+		if !ok {
+			b.gone = append(b.gone, k)
+			continue
+		}
+		m := &e.pool.meta[r.Page]
+		at := len(stageBuf)
+		stageBuf = append(stageBuf, e.pool.data(r.Page)...)
+		b.pages = append(b.pages, stagedPage{k: k, pc: pageCopy{page: r.Page, seq: m.seq, ver: m.ver}, at: at})
+	}
+	b.copyLSN = e.lastLSN
+	e.mu.Unlock()
+	b.data = stageBuf
+	*sb = stageBuf[:0] // keep the grown buffer for the next batch and round
+	return i
 }
 
 // repointLiveLocked records a destaged run in the live state: each block
@@ -355,7 +443,29 @@ func (e *Engine) metaRoomShort() bool {
 	return limited && free < 2*(e.cpSize+e.deltaSize)+metaRoomMargin
 }
 
-// destageNeeded decides whether the flusher should run a round now.
+// noteBackendLSN records that the backend holds the effects of every op up
+// to lsn (a persisted image whose replay starts after it).
+func (e *Engine) noteBackendLSN(lsn uint64) {
+	for {
+		old := e.backendLSN.Load()
+		if lsn <= old || e.backendLSN.CompareAndSwap(old, lsn) {
+			return
+		}
+	}
+}
+
+// roundPages bounds the pages of a watermark or stream round: a round frees
+// room only when it ends, so writers waiting at a full budget see room come
+// back a quarter of the budget (at least 4 MiB) at a time, not all at once
+// after one long round. Rounds that must take everything (max age, Flush,
+// write-through) are not bounded.
+func (e *Engine) roundPages() int {
+	return max(e.dirtyLimit()/4, (4<<20)/BlockSize)
+}
+
+// destageNeeded decides whether the flusher should run a round now. Once
+// dirty data reaches the high watermark, rounds continue until it is down
+// to the low one (e.draining).
 func (e *Engine) destageNeeded() (destageScope, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -371,7 +481,14 @@ func (e *Engine) destageNeeded() (destageScope, bool) {
 		return destageAll, true
 	}
 	if dirty >= int(float64(limit)*e.cfg.HighWatermark) {
+		e.draining = true
+	}
+	if e.draining && e.pool.nDirty > int(float64(limit)*e.cfg.LowWatermark) {
 		return destageToLow, true
+	}
+	e.draining = false
+	if e.streamDirty > 0 {
+		return destageStream, true
 	}
 	if e.pool.nDirty > 0 && e.pool.available() == 0 {
 		return destageToLow, true
@@ -387,7 +504,6 @@ func (e *Engine) flusher() {
 	defer e.done.Done()
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
-	failing := false
 	backoff := 100 * time.Millisecond
 	for {
 		select {
@@ -402,31 +518,17 @@ func (e *Engine) flusher() {
 		}
 		err := e.destage(context.Background(), scope, true)
 		if err != nil {
-			e.stats.DestageErrors.Add(1)
-			e.mu.Lock()
-			e.lastErr = err
-			e.mu.Unlock()
-			if !failing {
-				e.log.WithError(err).Error("destage failed; data stays dirty in the cache and the log, retrying")
-				failing = true
-			}
+			e.destageFailed(err)
 			select {
 			case <-e.stop:
 				return
 			case <-time.After(backoff):
 			}
-			backoff = min(backoff*2, 10*time.Second)
+			backoff = min(backoff*2, maxDestageBackoff)
 			continue
 		}
-		if failing {
-			e.log.Info("destage recovered")
-			failing = false
-		}
+		e.destageOK()
 		backoff = 100 * time.Millisecond
-		e.mu.Lock()
-		e.lastErr = nil
-		e.lastPersist = time.Now()
-		e.mu.Unlock()
 	}
 }
 
@@ -441,11 +543,13 @@ func (e *Engine) Flush(ctx context.Context) error {
 		dirty, pending := e.pool.nDirty, !e.changed.empty()
 		e.mu.Unlock()
 		if dirty == 0 && !pending {
+			e.destageOK()
 			return nil
 		}
 		if i >= 3 {
 			// Writers keep dirtying pages: what was dirty when Flush was
 			// called is in the backend.
+			e.destageOK()
 			return nil
 		}
 		if err := ctx.Err(); err != nil {

@@ -15,7 +15,7 @@ import (
 // getting short, and everything must survive a restart.
 func TestDeviceMetaRingForcesCheckpoints(t *testing.T) {
 	const (
-		files  = 400
+		files  = 200
 		rounds = 60
 	)
 	dev := filepath.Join(t.TempDir(), "dev")

@@ -42,6 +42,21 @@ type Config struct {
 	HighWatermark float64       // fraction of DirtyBytes that starts destage (default 0.5)
 	LowWatermark  float64       // fraction at which a destage pass may stop (default 0.3)
 	MaxDirtyAge   time.Duration // no dirty byte older than this (default 30 s)
+	// ThrottleWatermark is the fraction of DirtyBytes above which writers
+	// are delayed in proportion to how far above they are (default 0.9);
+	// at 1 they wait for room.
+	ThrottleWatermark float64
+	// SequentialCutoff: in write-back, a sequential stream of one object
+	// longer than this is destaged at once and not kept as hot clean data
+	// (0: never).
+	SequentialCutoff int64
+	// WritebackJobs is how many destage batches (of up to 4 MiB) are in
+	// flight at once: the copy of the next batches out of the cache
+	// overlaps the backend appends of the one before (default 4; 1: copy
+	// and append in turn).
+	WritebackJobs int
+	Mode          Mode     // initial cache mode (default write-back)
+	Eviction      Eviction // clean-page eviction order (default LRU)
 	Sync          SyncMode
 	SyncInterval  time.Duration // for SyncInterval (default 5 s)
 	RootUid       uint32        // owner of a new filesystem's root directory
@@ -51,6 +66,11 @@ type Config struct {
 	// is cleaned (its live extents rewritten, then the segment freed); in
 	// [0, 1). Unlike the fields above, zero keeps its meaning: no cleaning.
 	CleanThreshold float64
+	Quotas         []DirQuota // directory quotas (quota.go)
+	// Prefetch reads ahead from the backend (prefetch.go); the zero
+	// value reads only what is asked.
+	Prefetch          PrefetchPolicy
+	PrefetchMaxWindow int64 // largest sequential window (default 8 MiB)
 }
 
 func (c *Config) setDefaults() {
@@ -69,11 +89,20 @@ func (c *Config) setDefaults() {
 	if c.MaxDirtyAge == 0 {
 		c.MaxDirtyAge = 30 * time.Second
 	}
+	if c.ThrottleWatermark == 0 {
+		c.ThrottleWatermark = 0.9
+	}
+	if c.WritebackJobs == 0 {
+		c.WritebackJobs = 4
+	}
 	if c.SyncInterval == 0 {
 		c.SyncInterval = 5 * time.Second
 	}
 	if c.RootMode == 0 {
 		c.RootMode = 0o755
+	}
+	if c.PrefetchMaxWindow == 0 {
+		c.PrefetchMaxWindow = 8 << 20
 	}
 }
 
@@ -88,8 +117,29 @@ func (c *Config) validate() error {
 	if c.LowWatermark < 0 || c.HighWatermark <= c.LowWatermark || c.HighWatermark > 1 {
 		errs = append(errs, fmt.Errorf("watermarks low %v high %v: need 0 <= low < high <= 1", c.LowWatermark, c.HighWatermark))
 	}
+	if c.ThrottleWatermark <= 0 || c.ThrottleWatermark > 1 {
+		errs = append(errs, fmt.Errorf("throttle watermark %v: need 0 < throttle <= 1", c.ThrottleWatermark))
+	}
+	if c.SequentialCutoff < 0 {
+		errs = append(errs, fmt.Errorf("sequential cutoff %d is negative", c.SequentialCutoff))
+	}
+	if c.WritebackJobs < 1 || c.WritebackJobs > maxWritebackJobs {
+		errs = append(errs, fmt.Errorf("writeback jobs %d: need 1..%d", c.WritebackJobs, maxWritebackJobs))
+	}
+	if _, err := ParseMode(c.Mode.String()); err != nil {
+		errs = append(errs, err)
+	}
+	if c.Eviction != EvictLRU && c.Eviction != EvictFIFO {
+		errs = append(errs, fmt.Errorf("eviction %v is unknown", c.Eviction))
+	}
 	if !(c.CleanThreshold >= 0 && c.CleanThreshold < 1) {
 		errs = append(errs, fmt.Errorf("clean threshold %v: need 0 <= threshold < 1", c.CleanThreshold))
+	}
+	if c.PrefetchMaxWindow < BlockSize {
+		errs = append(errs, fmt.Errorf("prefetch window %d is below one block", c.PrefetchMaxWindow))
+	}
+	if err := validateQuotas(c.Quotas); err != nil {
+		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
 }
@@ -141,7 +191,7 @@ type Engine struct {
 	log *logrus.Entry
 
 	destageMu sync.Mutex // one destage round at a time; before mu
-	stageBuf  []byte     // destage's copy of pages (under destageMu)
+	stageBufs [][]byte   // destage's copies of pages, one per writeback job (under destageMu)
 	afterCopy func()     // tests only: runs between a round's copy and its repointing
 	clean     cleanState // segment cleaning (clean.go)
 
@@ -159,8 +209,18 @@ type Engine struct {
 	lastErr     error // last destage error (cleared by a successful round)
 	lastPersist time.Time
 	metaSeq     uint64
-	deltaSize   int64 // bytes of deltas since the last full checkpoint
-	cpSize      int64 // bytes of the last full checkpoint
+	deltaSize   int64             // bytes of deltas since the last full checkpoint
+	cpSize      int64             // bytes of the last full checkpoint
+	streams     map[Ino]streamPos // write-back sequential stream detection
+	streamDirty int               // dirty pages of sequential streams (dirtyKey.Stream)
+	failing     bool              // destage is failing (one Error log per episode)
+	draining    bool              // dirty data reached the high watermark and is not yet down to the low one
+
+	mode        atomic.Int32  // the cache Mode
+	backendLSN  atomic.Uint64 // every op up to this LSN has its effects in the backend
+	destageRate atomic.Int64  // recent destage throughput, bytes per second (0: not measured yet)
+	quota       quotaState
+	pf          prefetcher
 
 	kick    chan struct{}
 	stop    chan struct{}
@@ -175,6 +235,9 @@ type dirtyKey struct {
 	LSN uint64
 	Ino Ino
 	Blk uint64
+	// Stream marks a page written by a sequential stream past the
+	// cutoff: destaged at once. Not part of the order.
+	Stream bool
 }
 
 func dirtyKeyLess(a, b dirtyKey) bool {
@@ -199,9 +262,17 @@ type Stats struct {
 	DestageErrors  atomic.Int64
 	Checkpoints    atomic.Int64
 	Deltas         atomic.Int64
-	ThrottleWaits  atomic.Int64
+	ThrottleWaits  atomic.Int64 // writes delayed above the throttle watermark or waiting for room
 	ThrottleWaitNs atomic.Int64
+	ThroughWrites  atomic.Int64 // writes that waited for the backend (write-through, write-around)
+	StreamBytes    atomic.Int64 // write-back bytes of sequential streams past the cutoff
+	ModeSwitches   atomic.Int64
 	Ops            [len(opNames)]atomic.Int64
+
+	PrefetchBytes   atomic.Int64 // bytes read ahead from the backend into pages
+	PrefetchHits    atomic.Int64 // prefetched pages read afterwards
+	PrefetchWaste   atomic.Int64 // prefetched pages evicted or dropped unread
+	PrefetchDropped atomic.Int64 // prefetch jobs dropped (queue full) or abandoned (pool short)
 }
 
 // Snapshot of the cache's occupancy.
@@ -213,7 +284,8 @@ type CacheInfo struct {
 	Objects       int
 	OldestDirtyAt time.Time // zero when nothing is dirty
 	LastLSN       uint64
-	LastError     error
+	LastError     error // the last destage failure, nil once a round succeeds
+	Mode          Mode
 }
 
 // Info reports the cache's occupancy.
@@ -228,6 +300,7 @@ func (e *Engine) Info() CacheInfo {
 		Objects:     e.st.inodes.Len(),
 		LastLSN:     e.lastLSN,
 		LastError:   e.lastErr,
+		Mode:        e.Mode(),
 	}
 	if k, ok := e.dirtyQ.Min(); ok {
 		ci.OldestDirtyAt = time.Unix(0, e.pool.meta[e.pageOfLocked(k.Ino, k.Blk)].dirtyAt)

@@ -176,6 +176,7 @@ type rig struct {
 	segSize int64  // backend segment size; 0: 4 MiB
 	device  string // when set, the backend is this device file, not dir
 	wal     *memWAL
+	fs      backend.FS // the backend's filesystem (nil: the OS's)
 	be      *backend.Store
 	e       *Engine
 }
@@ -184,7 +185,14 @@ func newRig(t testing.TB, cfg Config) *rig { return newRigSeg(t, cfg, 0) }
 
 // newRigSeg is newRig with backend segments of segSize bytes.
 func newRigSeg(t testing.TB, cfg Config, segSize int64) *rig {
-	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}, segSize: segSize}
+	return newRigOn(t, cfg, segSize, nil)
+}
+
+// newRigFS is newRig with the backend on fsys.
+func newRigFS(t testing.TB, cfg Config, fsys backend.FS) *rig { return newRigOn(t, cfg, 0, fsys) }
+
+func newRigOn(t testing.TB, cfg Config, segSize int64, fsys backend.FS) *rig {
+	r := &rig{t: t, dir: t.TempDir() + "/backend", cfg: cfg, wal: &memWAL{}, segSize: segSize, fs: fsys}
 	r.start()
 	t.Cleanup(func() {
 		if r.e != nil {
@@ -200,6 +208,10 @@ func (r *rig) start() {
 	if segSize == 0 {
 		segSize = 4 << 20
 	}
+	fsys := r.fs
+	if fsys == nil {
+		fsys = backend.OSFS{}
+	}
 	var be *backend.Store
 	var err error
 	if r.device != "" {
@@ -210,7 +222,7 @@ func (r *rig) start() {
 			}
 		}
 	} else {
-		be, _, err = backend.Open(backend.OSFS{}, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
+		be, _, err = backend.Open(fsys, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
 	}
 	if err != nil {
 		r.t.Fatalf("open backend: %v", err)

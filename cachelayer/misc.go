@@ -154,6 +154,9 @@ func (e *Engine) Fallocate(ctx context.Context, ino Ino, mode uint32, off, n uin
 			in.Mtime, in.Ctime = ts, ts
 		}
 		if mode&FallocKeepSize == 0 && off+n > in.Size {
+			if err := e.quotaGrowLocked(ino, in.Size, off+n); err != nil {
+				return nil, err
+			}
 			in.Size = off + n
 			in.Mtime, in.Ctime = ts, ts
 		}
@@ -337,6 +340,9 @@ type FSInfo struct {
 	Objects            uint64
 	BlockSize          uint32
 	NameLen            uint32
+	// Files and FreeFiles limit the objects (a quota's, StatFSAt); 0 Files
+	// is no limit.
+	Files, FreeFiles uint64
 }
 
 // StatFS reports the backend's capacity and the object count.

@@ -179,6 +179,9 @@ func (e *Engine) Create(ctx context.Context, parent Ino, name string, obj NewObj
 		if _, ok := e.st.lookup(parent, name); ok {
 			return nil, ErrExist
 		}
+		if err := e.quotaCheckLocked(parent, int64(len(obj.Target)), 1); err != nil {
+			return nil, err
+		}
 		ts := now()
 		in := Inode{
 			Ino:   e.st.nextIno,
@@ -256,6 +259,9 @@ func (e *Engine) Link(ctx context.Context, ino, parent Ino, name string) (Inode,
 		}
 		if _, ok := e.st.lookup(parent, name); ok {
 			return nil, ErrExist
+		}
+		if err := e.quotaMoveLocked(ino, false, parent); err != nil {
+			return nil, err
 		}
 		ts := now()
 		in.Nlink++
@@ -372,6 +378,19 @@ func (e *Engine) buildRename(oldParent Ino, oldName string, newParent Ino, newNa
 	}
 	if src.IsDir() && e.isAncestorLocked(src.Ino, newParent) {
 		return nil, ErrInvalid // a directory cannot move into itself
+	}
+	if err := e.quotaMoveLocked(src.Ino, src.IsDir(), newParent); err != nil {
+		return nil, err
+	}
+	if err := e.quotaTargetLocked(newParent, newName, dd.Ino, dstExists, src.IsDir()); err != nil {
+		return nil, err
+	}
+	if flags&RenameExchange != 0 && dstExists {
+		if dst, ok := b.get(dd.Ino); ok {
+			if err := e.quotaMoveLocked(dst.Ino, dst.IsDir(), oldParent); err != nil {
+				return nil, err
+			}
+		}
 	}
 	ts := now()
 	touchParents := func() {
@@ -495,6 +514,9 @@ func (e *Engine) SetAttr(ctx context.Context, ino Ino, sa SetAttr) (Inode, error
 				if f := e.zeroNeedsLocked(ino, size); f != nil {
 					return nil, &errNeedFetch{ino: ino, blks: f}
 				}
+			}
+			if err := e.quotaGrowLocked(ino, in.Size, size); err != nil {
+				return nil, err
 			}
 			b.t.add(mutation{kind: mTruncate, ino: ino, off: size})
 			b.t.off = size

@@ -36,15 +36,22 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 		pool:    p,
 		refs:    make(map[Ino]int32),
 		changed: newChangeSet(),
+		streams: make(map[Ino]streamPos),
 		roomCh:  make(chan struct{}),
 		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		started: time.Now(),
 	}
+	p.fifo = cfg.Eviction == EvictFIFO
+	e.mode.Store(int32(cfg.Mode))
 	if err := e.recover(); err != nil {
 		p.close()
 		return nil, err
 	}
+	e.mu.Lock()
+	e.initQuotasLocked()
+	e.mu.Unlock()
+	e.startPrefetch()
 	e.lastPersist = time.Now()
 	e.done.Add(1)
 	go e.flusher()

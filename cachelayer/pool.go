@@ -38,6 +38,8 @@ type pageMeta struct {
 	prev     int32  // LRU links (clean pages only); -1 = none
 	next     int32
 	state    pageState
+	// prefetched marks a page filled by the prefetcher and not read yet.
+	prefetched bool
 }
 
 // pool is the fixed page pool: one anonymous mapping of n pages, so memory
@@ -51,6 +53,7 @@ type pool struct {
 	lruNew int32 // most recently used clean page
 	nClean int
 	nDirty int
+	fifo   bool // evict in the order pages were cached: touch does nothing
 }
 
 func newPool(bytes int64) (*pool, error) {
@@ -122,7 +125,7 @@ func (p *pool) assign(i uint32, ino Ino, blk uint64, s pageState, whole bool) {
 	if !whole && m.seq != 0 {
 		clear(p.data(i))
 	}
-	m.ino, m.blk, m.ver, m.dirtyLSN, m.dirtyAt = ino, blk, 0, 0, 0
+	m.ino, m.blk, m.ver, m.dirtyLSN, m.dirtyAt, m.prefetched = ino, blk, 0, 0, 0, false
 	m.seq++
 	m.state = pageFree
 	p.setState(i, s)
@@ -155,13 +158,25 @@ func (p *pool) setState(i uint32, s pageState) {
 	}
 }
 
-// touch marks a clean page most recently used.
+// touch marks a clean page most recently used (LRU eviction only).
 func (p *pool) touch(i uint32) {
-	if p.meta[i].state != pageClean || p.lruNew == int32(i) {
+	if p.fifo || p.meta[i].state != pageClean || p.lruNew == int32(i) {
 		return
 	}
 	p.lruUnlink(int32(i))
 	p.lruPush(int32(i))
+}
+
+// demote makes a clean page the next to be evicted.
+func (p *pool) demote(i uint32) {
+	if p.meta[i].state != pageClean || p.lruOld == int32(i) {
+		return
+	}
+	p.lruUnlink(int32(i))
+	m := &p.meta[i]
+	m.prev, m.next = -1, p.lruOld
+	p.meta[p.lruOld].prev = int32(i) // the list is not empty: i was in it
+	p.lruOld = int32(i)
 }
 
 func (p *pool) lruPush(i int32) {

@@ -35,13 +35,22 @@ func TestConfigYAMLDocumentsEveryKey(t *testing.T) {
 			t.Errorf("config.yaml: %s has no comment", k.name)
 			continue
 		}
-		if k.list {
+		if k.list != nil {
 			if len(vn.Content) == 0 {
-				t.Errorf("config.yaml: %s has no item to document its keys", k.name)
+				// An empty list by default: its comment documents the
+				// items' keys.
+				for _, f := range k.list.fields {
+					if !strings.Contains(comment, f.name+":") {
+						t.Errorf("config.yaml: %s is empty and its comment does not document %s", k.name, f.name)
+					}
+				}
+				if !strings.Contains(comment, "Default: []") {
+					t.Errorf("config.yaml: %s is empty but its comment does not say `Default: []`", k.name)
+				}
 				continue
 			}
 			item := vn.Content[0]
-			for _, f := range replicaFields() {
+			for _, f := range k.list.fields {
 				fk, fv := lookup(item, []string{f.name})
 				if fk == nil {
 					t.Errorf("config.yaml: %s[0] lacks %s", k.name, f.name)

@@ -5,7 +5,8 @@
 // from; every layer receives plain typed values from main.
 //
 // Sources, lowest precedence first; a higher one replaces a key's whole
-// value (log.replicas is replaced as a list, never merged item by item):
+// value (a list key, log.replicas or quota.directories, is replaced as a
+// list, never merged item by item):
 //
 //	built-in config.yaml   sets every key; the single source of defaults
 //	--config FILE          YAML, same layout, any subset of the keys
@@ -22,6 +23,8 @@
 //	bool      true, false
 //	replicas  PATH:TYPE:SIZE[,PATH:TYPE:SIZE...] in variables and flags;
 //	          a list of {path, type, size} mappings in YAML
+//	quotas    PATH:BYTES:INODES[,...] in variables and flags; a list of
+//	          {path, bytes, inodes} mappings in YAML (quota.directories)
 //
 // Every problem in every source is collected into one *Error (see
 // IsValidation), each naming where the value came from, the key and the

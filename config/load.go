@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+	"path"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -112,6 +114,8 @@ func (v *validator) sizes() {
 		}
 	}
 	v.aligned("flush.segment_size", c.Flush.SegmentSize, MiB, 4*GiB)
+	v.aligned("prefetch.max_window", c.Prefetch.MaxWindow, 64*KiB, 256*MiB)
+	v.quotaDirs()
 	v.aligned("fuse.max_write", c.Fuse.MaxWrite, 4*KiB, MiB)
 	if v.usable("fuse.read_ahead") && (c.Fuse.ReadAhead < 0 || c.Fuse.ReadAhead > 16*MiB || c.Fuse.ReadAhead%(4*KiB) != 0) {
 		v.fail("fuse.read_ahead", "%v must be a multiple of 4KiB in 0..16MiB", c.Fuse.ReadAhead)
@@ -122,8 +126,38 @@ func (v *validator) sizes() {
 		}
 		for i, r := range c.Log.Replicas {
 			if r.Size < 8*MiB {
-				v.failItem(i, "size", "%v is below the minimum of 8MiB", r.Size)
+				v.failItem("log.replicas", i, "size", "%v is below the minimum of 8MiB", r.Size)
 			}
+		}
+	}
+}
+
+// quotaDirs checks quota.directories: paths inside the mount, each once,
+// limits not negative.
+func (v *validator) quotaDirs() {
+	const name = "quota.directories"
+	if !v.usable(name) {
+		return
+	}
+	seen := map[string]int{}
+	for i, q := range v.c.Quota.Directories {
+		clean := path.Clean("/" + q.Path)
+		switch {
+		case q.Path == "":
+			v.failItem(name, i, "path", "must not be empty (use / for the whole mount)")
+			continue
+		case slices.Contains(strings.Split(q.Path, "/"), ".."):
+			v.failItem(name, i, "path", "%q: .. is not allowed; the path is from the mount root", q.Path)
+			continue
+		}
+		if j, dup := seen[clean]; dup {
+			v.failItem(name, i, "path", "%s is also %s[%d]", clean, name, j)
+			continue
+		}
+		seen[clean] = i
+		v.c.Quota.Directories[i].Path = clean
+		if q.Bytes < 0 {
+			v.failItem(name, i, "bytes", "%v must not be negative", q.Bytes)
 		}
 	}
 }
@@ -154,6 +188,15 @@ func (v *validator) flush() {
 		case highOK && low >= high:
 			v.fail("flush.low_watermark", "%s must be below flush.high_watermark (%s)", fraction(low), fraction(high))
 		}
+	}
+	if tw := f.ThrottleWatermark; v.usable("flush.throttle_watermark") && (tw <= 0 || tw > 1) {
+		v.fail("flush.throttle_watermark", "%s must be above 0 and at most 1", fraction(tw))
+	}
+	if j := f.WritebackJobs; v.usable("flush.writeback_jobs") && (j < 1 || j > 64) {
+		v.fail("flush.writeback_jobs", "%d is outside 1..64", j)
+	}
+	if s := f.SequentialCutoff; v.usable("flush.sequential_cutoff") && s < 0 {
+		v.fail("flush.sequential_cutoff", "%v must not be negative", s)
 	}
 	if th := v.c.Backend.CleanThreshold; v.usable("backend.clean_threshold") && (th < 0 || th >= 1) {
 		v.fail("backend.clean_threshold", "%s must be at least 0 and below 1", fraction(th))
@@ -217,12 +260,12 @@ func (v *validator) paths() {
 			r.Path = filepath.Join(c.DataDir, "log")
 		}
 		if strings.HasPrefix(r.Path, "~") {
-			v.failItem(i, "path", "%q: ~ is not expanded here; give the full path", r.Path)
+			v.failItem("log.replicas", i, "path", "%q: ~ is not expanded here; give the full path", r.Path)
 			continue
 		}
 		r.Path = v.abs(r.Path)
 		if other, dup := used[r.Path]; dup {
-			v.failItem(i, "path", "%s is also %s", r.Path, other)
+			v.failItem("log.replicas", i, "path", "%s is also %s", r.Path, other)
 			continue
 		}
 		used[r.Path] = name
@@ -247,13 +290,13 @@ func (v *validator) abs(p string) string {
 	return filepath.Join(v.cwd, p)
 }
 
-// failItem reports a problem with field of item i of log.replicas.
-func (v *validator) failItem(i int, field, format string, args ...any) {
-	origin := v.m.origins["log.replicas"]
-	if i < len(v.m.items) {
-		origin = v.m.items[i][field]
+// failItem reports a problem with field of item i of list key name.
+func (v *validator) failItem(name string, i int, field, format string, args ...any) {
+	origin := v.m.origins[name]
+	if items := v.m.items[name]; i < len(items) {
+		origin = items[i][field]
 	}
-	v.ps.add(origin, fmt.Sprintf("log.replicas[%d].%s", i, field), format, args...)
+	v.ps.add(origin, fmt.Sprintf("%s[%d].%s", name, i, field), format, args...)
 }
 
 func fraction(f float64) string { return strconv.FormatFloat(f, 'g', -1, 64) }

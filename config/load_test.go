@@ -69,9 +69,10 @@ func defaultConfig(dir string) Config {
 	data := filepath.Join(dir, "dcache-data")
 	return Config{
 		DataDir: data,
-		Cache:   Cache{Size: GiB},
-		Quota:   Quota{DirtyBytes: 512 * MiB},
-		Flush:   Flush{HighWatermark: 0.5, LowWatermark: 0.3, MaxDirtyAge: 30 * time.Second, SegmentSize: 64 * MiB},
+		Cache:   Cache{Size: GiB, Mode: ModeWriteBack, Eviction: EvictLRU},
+		Quota:   Quota{DirtyBytes: 512 * MiB, Directories: []DirQuota{}},
+		Flush: Flush{HighWatermark: 0.5, LowWatermark: 0.3, ThrottleWatermark: 0.9, MaxDirtyAge: 30 * time.Second,
+			WritebackJobs: 4, SegmentSize: 64 * MiB, SequentialCutoff: 4 * MiB},
 		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend"), CleanThreshold: 0.5},
 		Log: Log{
 			Replicas:     []Replica{{Path: filepath.Join(data, "log"), Type: ReplicaSSD, Size: GiB}},
@@ -84,7 +85,8 @@ func defaultConfig(dir string) Config {
 			AllowOther: true, AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second,
 			MaxWrite: MiB, ReadAhead: 4 * MiB, WritebackCache: true, Debug: false,
 		},
-		Logging: Logging{Level: LevelInfo, Format: FormatText},
+		Prefetch: Prefetch{Policy: PrefetchSequential, MaxWindow: 8 * MiB},
+		Logging:  Logging{Level: LevelInfo, Format: FormatText},
 	}
 }
 
@@ -193,6 +195,19 @@ func TestLoadOverrides(t *testing.T) {
 			origins: map[string]string{"data_dir": "--data-dir", "fuse.debug": "--fuse.debug"},
 		},
 		{
+			name: "cache policy keys",
+			in: input{
+				file: "cache:\n  mode: write-through\n  eviction: fifo\nflush:\n  writeback_jobs: 8\n",
+				args: []string{"--flush.throttle_watermark", "0.75", "--flush.sequential_cutoff", "0"},
+				env:  []string{"DCACHE_CACHE_MODE=write-around"},
+			},
+			check: func(c *Config) bool {
+				return c.Cache.Mode == ModeWriteAround && c.Cache.Eviction == EvictFIFO && c.Flush.WritebackJobs == 8 &&
+					c.Flush.ThrottleWatermark == 0.75 && c.Flush.SequentialCutoff == 0
+			},
+			origins: map[string]string{"cache.mode": "DCACHE_CACHE_MODE", "flush.writeback_jobs": "dcache.yaml:5"},
+		},
+		{
 			name: "every kind of key by environment",
 			in: input{env: []string{
 				"DCACHE_DATA_DIR=/srv/dc", "DCACHE_FLUSH_HIGH_WATERMARK=1", "DCACHE_FUSE_ALLOW_OTHER=false",
@@ -256,6 +271,29 @@ func TestLoadOverrides(t *testing.T) {
 				return reflect.DeepEqual(c.Log.Replicas, []Replica{
 					{"/a1", ReplicaSSD, GiB}, {"/a2", ReplicaAEP, 8 * MiB}, {"/a3", ReplicaSSD, 9 * MiB},
 				})
+			},
+		},
+		{
+			name: "directory quotas from the file: limits left out are none, paths cleaned",
+			in: input{file: "quota:\n  directories:\n    - {path: /projects/a, bytes: 10GiB, inodes: 100000}\n" +
+				"    - path: b//c/\n      inodes: 5\n    - {path: /x:y, bytes: 1MiB}\nprefetch:\n  policy: whole-file\n  max_window: 64KiB\n"},
+			check: func(c *Config) bool {
+				return reflect.DeepEqual(c.Quota.Directories, []DirQuota{
+					{"/projects/a", 10 * GiB, 100000}, {"/b/c", 0, 5}, {"/x:y", MiB, 0},
+				}) && c.Prefetch == Prefetch{PrefetchWholeFile, 64 * KiB}
+			},
+			origins: map[string]string{"quota.directories": "dcache.yaml:2"},
+		},
+		{
+			name: "directory quotas by env and flags",
+			in: input{
+				env:  []string{"DCACHE_QUOTA_DIRECTORIES=/e:1GiB:0", "DCACHE_PREFETCH_POLICY=none"},
+				args: []string{"--quota.directories", "/a:1GiB:10,/b:0:0", "--quota.directories=/c:c:2MiB:3"},
+			},
+			check: func(c *Config) bool {
+				return reflect.DeepEqual(c.Quota.Directories, []DirQuota{
+					{"/a", GiB, 10}, {"/b", 0, 0}, {"/c:c", 2 * MiB, 3},
+				}) && c.Prefetch.Policy == PrefetchNone
 			},
 		},
 		{
@@ -359,7 +397,7 @@ func TestLoadErrors(t *testing.T) {
 		{name: "list where a value is", in: input{file: "cache:\n  size: [1, 2]\n"},
 			want: []string{`cache.size: expected a single value, found a list`}},
 		{name: "value where a section is", in: input{file: "cache: 1GiB\n"},
-			want: []string{`FILE:1: cache: expected a mapping of keys (size), found "1GiB"`}},
+			want: []string{`FILE:1: cache: expected a mapping of keys (size, mode, eviction), found "1GiB"`}},
 		{name: "list where a section is", in: input{file: "fuse: [a]\n"},
 			want: []string{`fuse: expected a mapping of keys (allow_other, attr_timeout,`}},
 		{name: "no value", in: input{file: "cache:\n  size:\n"},
@@ -404,6 +442,20 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`backend.clean_threshold: -0.5 must be at least 0 and below 1`}, n: 1},
 		{name: "low negative", in: input{args: []string{"--flush.low_watermark=-0.1"}},
 			want: []string{`flush.low_watermark: -0.1 must not be negative`}},
+		{name: "bad cache mode", in: input{file: "cache:\n  mode: writeback\n"},
+			want: []string{`FILE:2: cache.mode: "writeback" is not one of write-back, write-through, write-around`}, n: 1},
+		{name: "bad eviction", in: input{args: []string{"--cache.eviction=lfu"}},
+			want: []string{`cache.eviction: "lfu" is not one of lru, fifo`}, n: 1},
+		{name: "throttle above one", in: input{args: []string{"--flush.throttle_watermark=1.2"}},
+			want: []string{`flush.throttle_watermark: 1.2 must be above 0 and at most 1`}, n: 1},
+		{name: "throttle zero", in: input{env: []string{"DCACHE_FLUSH_THROTTLE_WATERMARK=0"}},
+			want: []string{`$DCACHE_FLUSH_THROTTLE_WATERMARK: flush.throttle_watermark: 0 must be above 0 and at most 1`}, n: 1},
+		{name: "no writeback jobs", in: input{file: "flush:\n  writeback_jobs: 0\n"},
+			want: []string{`FILE:2: flush.writeback_jobs: 0 is outside 1..64`}, n: 1},
+		{name: "writeback jobs not a number", in: input{args: []string{"--flush.writeback_jobs=four"}},
+			want: []string{`flush.writeback_jobs: "four" is not an integer`}, n: 1},
+		{name: "negative cutoff", in: input{args: []string{"--flush.sequential_cutoff=-1"}},
+			want: []string{`flush.sequential_cutoff:`}, n: 1},
 		{name: "cache too small", in: input{args: []string{"--cache.size=8MiB", "--quota.dirty_bytes=4MiB"}},
 			want: []string{`cache.size: 8MiB is below the minimum of 16MiB`}, n: 1},
 		{name: "dirty above cache", in: input{file: "quota:\n  dirty_bytes: 2GiB\n"},
@@ -426,6 +478,24 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`log.sync_interval: 0s must be above 0`}},
 		{name: "negative timeout", in: input{file: "fuse:\n  entry_timeout: -1s\n"},
 			want: []string{`FILE:2: fuse.entry_timeout: -1s must not be negative`}},
+		{name: "quota without a path", in: input{file: "quota:\n  directories:\n    - {bytes: 1GiB}\n"},
+			want: []string{`FILE:3: quota.directories[0].path: missing (each directory quota needs path)`}},
+		{name: "quota path escaping the mount", in: input{args: []string{"--quota.directories=/a/../../b:1GiB:0"}},
+			want: []string{`--quota.directories: quota.directories[0].path: "/a/../../b": .. is not allowed`}},
+		{name: "quota paths twice", in: input{file: "quota:\n  directories:\n    - {path: /a}\n    - {path: a/}\n"},
+			want: []string{`FILE:4: quota.directories[1].path: /a is also quota.directories[0]`}},
+		{name: "quota inodes not a count", in: input{file: "quota:\n  directories:\n    - {path: /a, inodes: -1}\n"},
+			want: []string{`FILE:3: quota.directories[0].inodes: "-1" is not a count`}},
+		{name: "quota bytes not a size", in: input{env: []string{"DCACHE_QUOTA_DIRECTORIES=/a:lots:1"}},
+			want: []string{`$DCACHE_QUOTA_DIRECTORIES: quota.directories[0].bytes: "lots" is not a size`}},
+		{name: "quota item not PATH:BYTES:INODES", in: input{args: []string{"--quota.directories=/a:1GiB"}},
+			want: []string{`quota.directories[0]: "/a:1GiB" is not PATH:BYTES:INODES (e.g. /projects/a:10GiB:100000)`}},
+		{name: "quota empty path", in: input{file: "quota:\n  directories:\n    - {path: \"\", bytes: 1GiB}\n"},
+			want: []string{`FILE:3: quota.directories[0].path: must not be empty`}},
+		{name: "prefetch policy", in: input{file: "prefetch:\n  policy: random\n"},
+			want: []string{`FILE:2: prefetch.policy: "random" is not one of none, sequential, whole-file`}},
+		{name: "prefetch window too small", in: input{args: []string{"--prefetch.max_window=4KiB"}},
+			want: []string{`prefetch.max_window: 4KiB is outside 64KiB..256MiB`}},
 		{name: "no replicas", in: input{file: "log:\n  replicas: []\n"},
 			want: []string{`FILE:2: log.replicas: at least one replica is needed`}},
 		{name: "no replicas by env", in: input{env: []string{"DCACHE_LOG_REPLICAS="}},

@@ -67,7 +67,7 @@ func nest(values map[string]any) map[string]any {
 // whether it is usable.
 type merged struct {
 	origins map[string]string
-	items   []map[string]string // origins of the fields of each log.replicas item
+	items   map[string][]map[string]string // list key -> origins of the fields of each item
 	// broken marks keys whose effective source gave a bad value (already
 	// reported), or that no source sets.
 	broken map[string]bool
@@ -81,8 +81,7 @@ type merged struct {
 // each effective value came from: viper cannot say.
 func decode(v *viper.Viper, keys []key, sources []*source, ps *problems) (*Config, merged) {
 	c := &Config{}
-	m := merged{origins: map[string]string{}, broken: map[string]bool{}}
-	itemDefault := firstReplica(sources[0])
+	m := merged{origins: map[string]string{}, items: map[string][]map[string]string{}, broken: map[string]bool{}}
 	for i := range keys {
 		k := &keys[i]
 		s := effective(sources, k.name)
@@ -98,14 +97,18 @@ func decode(v *viper.Viper, keys []key, sources []*source, ps *problems) (*Confi
 		origin := s.origins[k.name]
 		m.origins[k.name] = origin
 		raw := v.Get(k.name)
-		if k.list {
-			m.items = s.items
-			rs, ok := decodeReplicas(raw, origin, s.items, itemDefault, ps)
+		if k.list != nil {
+			m.items[k.name] = s.items[k.name]
+			var itemDefault map[string]any
+			if k.list.fromDefaults {
+				itemDefault = firstItem(sources[0], k)
+			}
+			items, ok := decodeList(k, raw, origin, s.items[k.name], itemDefault, ps)
 			if !ok {
 				m.broken[k.name] = true
 				continue
 			}
-			k.set(c, rs)
+			k.list.set(c, items)
 			continue
 		}
 		val, err := decodeScalar(raw, k.path, k.parse)
@@ -131,20 +134,20 @@ func effective(sources []*source, name string) *source {
 	return nil
 }
 
-// firstReplica returns the first replica of the built-in defaults, which
-// fills the fields an item of log.replicas in a file leaves out; nil when
-// the defaults have none (or a bad one, already reported).
-func firstReplica(defaults *source) *Replica {
-	raw, ok := defaults.values["log.replicas"]
+// firstItem returns the parsed fields of the first item of list key k in
+// the built-in defaults, which fills the fields an item elsewhere leaves
+// out; nil when the defaults have none (or a bad one, already reported).
+func firstItem(defaults *source, k *key) map[string]any {
+	raw, ok := defaults.values[k.name]
 	if !ok {
 		return nil
 	}
 	var ps problems
-	rs, good := decodeReplicas(raw, "", nil, nil, &ps)
-	if !good || len(rs) == 0 {
+	items, good := decodeList(k, raw, "", nil, nil, &ps)
+	if !good || len(items) == 0 {
 		return nil
 	}
-	return &rs[0]
+	return items[0]
 }
 
 // decodeScalar parses the raw value of a plain key. The sources hand viper
@@ -172,24 +175,24 @@ func decodeScalar(raw any, path bool, parse func(string) (any, error)) (any, err
 	return nil, fmt.Errorf("expected a single value, found %s", describeRaw(raw))
 }
 
-// decodeReplicas parses the raw value of log.replicas: the text
-// PATH:TYPE:SIZE,... of the environment and the flags, or the list of
-// mappings of YAML. Fields an item leaves out are taken from itemDefault.
-// items gives the origin of each field, where known; origin is used
-// otherwise.
-func decodeReplicas(raw any, origin string, items []map[string]string, itemDefault *Replica, ps *problems) ([]Replica, bool) {
-	const name = "log.replicas"
+// decodeList parses the raw value of list key k: the text A:B:C,... of
+// the environment and the flags, or the list of mappings of YAML. Fields an
+// item leaves out are taken from itemDefault, or else from the field's
+// default. items gives the origin of each field, where known; origin is
+// used otherwise.
+func decodeList(k *key, raw any, origin string, items []map[string]string, itemDefault map[string]any, ps *problems) ([]map[string]any, bool) {
+	l := k.list
 	var list []any
 	switch x := raw.(type) {
 	case string:
-		return parseReplicaText(x, origin, ps)
+		return parseListText(k.name, l, x, origin, ps)
 	case []any:
 		list = x
 	case nil:
-		ps.add(origin, name, "no value given")
+		ps.add(origin, k.name, "no value given")
 		return nil, false
 	default:
-		ps.add(origin, name, "expected a list of replicas, found %s", describeRaw(raw))
+		ps.add(origin, k.name, "expected a list of %ss, found %s", l.item, describeRaw(raw))
 		return nil, false
 	}
 	at := func(i int, field string) string {
@@ -200,18 +203,14 @@ func decodeReplicas(raw any, origin string, items []map[string]string, itemDefau
 		}
 		return origin
 	}
-	fields := replicaFields()
-	var names []string
-	for _, f := range fields {
-		names = append(names, f.name)
-	}
-	rs := []Replica{}
+	names := l.names()
+	out := []map[string]any{}
 	ok := true
 	for i, in := range list {
-		item := fmt.Sprintf("%s[%d]", name, i)
+		item := fmt.Sprintf("%s[%d]", k.name, i)
 		m, isMap := in.(map[string]any)
 		if !isMap {
-			ps.add(at(i, "path"), item, "expected a mapping with keys %s, found %s", strings.Join(names, ", "), describeRaw(in))
+			ps.add(at(i, names[0]), item, "expected a mapping with keys %s, found %s", strings.Join(names, ", "), describeRaw(in))
 			ok = false
 			continue
 		}
@@ -221,15 +220,18 @@ func decodeReplicas(raw any, origin string, items []map[string]string, itemDefau
 				ok = false
 			}
 		}
-		var r Replica
-		if itemDefault != nil {
-			r = *itemDefault
-		}
-		for _, f := range fields {
+		r := map[string]any{}
+		for _, f := range l.fields {
 			fraw, given := m[f.name]
 			if !given {
-				if itemDefault == nil {
-					ps.add(at(i, f.name), item+"."+f.name, "missing (each replica needs %s)", strings.Join(names, ", "))
+				switch {
+				case itemDefault != nil:
+					r[f.name] = itemDefault[f.name]
+				case !l.fromDefaults && f.def != "":
+					v, _ := f.parse(f.def)
+					r[f.name] = v
+				default:
+					ps.add(at(i, f.name), item+"."+f.name, "missing (each %s needs %s)", l.item, strings.Join(l.required(), ", "))
 					ok = false
 				}
 				continue
@@ -240,11 +242,11 @@ func decodeReplicas(raw any, origin string, items []map[string]string, itemDefau
 				ok = false
 				continue
 			}
-			f.set(&r, v)
+			r[f.name] = v
 		}
-		rs = append(rs, r)
+		out = append(out, r)
 	}
-	return rs, ok
+	return out, ok
 }
 
 // describeRaw names the kind of a raw value for messages, as describe does

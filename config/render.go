@@ -22,12 +22,12 @@ func (c *Config) YAML() []byte {
 		}
 		kn := scalarNode(leaf, "!!str")
 		var vn *yaml.Node
-		if k.list {
+		if k.list != nil {
 			vn = &yaml.Node{Kind: yaml.SequenceNode}
-			for _, r := range c.Log.Replicas {
+			for _, row := range k.list.scalars(c) {
 				item := &yaml.Node{Kind: yaml.MappingNode, Style: yaml.FlowStyle}
-				for _, f := range replicaFields() {
-					item.Content = append(item.Content, scalarNode(f.name, "!!str"), scalarNode(f.scalar(r)))
+				for j, f := range k.list.fields {
+					item.Content = append(item.Content, scalarNode(f.name, "!!str"), scalarNode(row[j][0], row[j][1]))
 				}
 				vn.Content = append(vn.Content, item)
 			}

@@ -18,8 +18,9 @@ type key struct {
 	usage string // flag help
 	// path marks keys whose YAML null means "" (use the default location).
 	path bool
-	// list marks log.replicas, which is parsed by the replica code.
-	list  bool
+	// list marks a list-valued key (log.replicas, quota.directories),
+	// parsed by the list code (lists.go); parse is nil.
+	list  *listKind
 	parse func(string) (any, error)
 	set   func(*Config, any)
 	// scalar renders the value for YAML; tag is its YAML tag.
@@ -62,6 +63,10 @@ func boolKey(name, usage string, field func(*Config) *bool) key {
 	return newKey(name, "bool", usage+" (=true|=false)", parseBool, formatBool, field)
 }
 
+func intKey(name, usage string, field func(*Config) *int) key {
+	return newKey(name, "int", usage, parseInt, formatInt, field)
+}
+
 func enumKey[T ~string](name, usage string, values []T, field func(*Config) *T) key {
 	return newKey(name, "string", usage+" ("+joinEnum(values, "|")+")", oneOf(values), formatEnum[T], field)
 }
@@ -73,16 +78,32 @@ func schema() []key {
 			func(c *Config) *string { return &c.DataDir }),
 		sizeKey("cache.size", "DRAM page cache budget (clean + dirty), at least 16MiB",
 			func(c *Config) *Size { return &c.Cache.Size }),
+		enumKey("cache.mode", "how writes use the cache (changeable at runtime)", []CacheMode{ModeWriteBack, ModeWriteThrough, ModeWriteAround},
+			func(c *Config) *CacheMode { return &c.Cache.Mode }),
+		enumKey("cache.eviction", "order in which clean data leaves the cache", []Eviction{EvictLRU, EvictFIFO},
+			func(c *Config) *Eviction { return &c.Cache.Eviction }),
 		sizeKey("quota.dirty_bytes", "most bytes not yet destaged, 1MiB..cache.size",
 			func(c *Config) *Size { return &c.Quota.DirtyBytes }),
+		{
+			name:  "quota.directories",
+			typ:   "PATH:BYTES:INODES,...",
+			usage: `directory quotas; PATH from the mount root, BYTES and INODES 0 = no limit (repeatable)`,
+			list:  quotaDirList(),
+		},
 		fractionKey("flush.high_watermark", "fraction of quota.dirty_bytes at which destage starts, (0,1]",
 			func(c *Config) *float64 { return &c.Flush.HighWatermark }),
 		fractionKey("flush.low_watermark", "fraction of quota.dirty_bytes below which destage stops, [0,high)",
 			func(c *Config) *float64 { return &c.Flush.LowWatermark }),
+		fractionKey("flush.throttle_watermark", "fraction of quota.dirty_bytes above which writers are slowed, (0,1]",
+			func(c *Config) *float64 { return &c.Flush.ThrottleWatermark }),
 		durationKey("flush.max_dirty_age", "no dirty byte gets older than this, at least 100ms",
 			func(c *Config) *time.Duration { return &c.Flush.MaxDirtyAge }),
+		intKey("flush.writeback_jobs", "destage batches in flight at once, 1..64",
+			func(c *Config) *int { return &c.Flush.WritebackJobs }),
 		sizeKey("flush.segment_size", "backend segment size, a multiple of 4KiB in 1MiB..4GiB",
 			func(c *Config) *Size { return &c.Flush.SegmentSize }),
+		sizeKey("flush.sequential_cutoff", "in write-back, a sequential stream past this is destaged at once (0 = never)",
+			func(c *Config) *Size { return &c.Flush.SequentialCutoff }),
 		enumKey("backend.type", "backend kind", []BackendType{BackendDir, BackendDevice},
 			func(c *Config) *BackendType { return &c.Backend.Type }),
 		pathKey("backend.path", `backend directory ("" = <data_dir>/backend), or device or file for backend.type device (required)`,
@@ -93,8 +114,7 @@ func schema() []key {
 			name:  "log.replicas",
 			typ:   "PATH:TYPE:SIZE,...",
 			usage: `log replicas; PATH "" = <data_dir>/log, TYPE ssd|aep, SIZE at least 8MiB (repeatable)`,
-			list:  true,
-			set:   func(c *Config, v any) { c.Log.Replicas = v.([]Replica) },
+			list:  replicaList(),
 		},
 		enumKey("log.write_quorum", "replicas that must hold a record", []WriteQuorum{QuorumAll, QuorumMajority},
 			func(c *Config) *WriteQuorum { return &c.Log.WriteQuorum }),
@@ -120,6 +140,10 @@ func schema() []key {
 			func(c *Config) *bool { return &c.Fuse.WritebackCache }),
 		boolKey("fuse.debug", "log every FUSE request (very verbose)",
 			func(c *Config) *bool { return &c.Fuse.Debug }),
+		enumKey("prefetch.policy", "backend read-ahead on cache misses", []PrefetchPolicy{PrefetchNone, PrefetchSequential, PrefetchWholeFile},
+			func(c *Config) *PrefetchPolicy { return &c.Prefetch.Policy }),
+		sizeKey("prefetch.max_window", "largest sequential prefetch window, a multiple of 4KiB in 64KiB..256MiB",
+			func(c *Config) *Size { return &c.Prefetch.MaxWindow }),
 		enumKey("logging.level", "log level", []LogLevel{LevelPanic, LevelFatal, LevelError, LevelWarn, LevelInfo, LevelDebug, LevelTrace},
 			func(c *Config) *LogLevel { return &c.Logging.Level }),
 		enumKey("logging.format", "log format", []LogFormat{FormatText, FormatJSON},
@@ -127,39 +151,57 @@ func schema() []key {
 	}
 }
 
-// replicaField is one key inside an item of log.replicas.
-type replicaField struct {
-	name   string
-	path   bool
-	parse  func(string) (any, error)
-	set    func(*Replica, any)
-	scalar func(Replica) (value, tag string)
+// replicaList describes the items of log.replicas, in the order of the
+// PATH:TYPE:SIZE syntax.
+func replicaList() *listKind {
+	return newList("replica", "/ssd1/dcache.log:ssd:4GiB", true, []typedField[Replica]{
+		{
+			itemField: itemField{name: "path", path: true, parse: func(s string) (any, error) { return s, nil }},
+			set:       func(r *Replica, v any) { r.Path = v.(string) },
+			scalar:    func(r Replica) (string, string) { return formatString(r.Path) },
+		},
+		{
+			itemField: itemField{name: "type", parse: func(s string) (any, error) { return oneOf([]ReplicaType{ReplicaSSD, ReplicaAEP})(s) }},
+			set:       func(r *Replica, v any) { r.Type = v.(ReplicaType) },
+			scalar:    func(r Replica) (string, string) { return formatEnum(r.Type) },
+		},
+		{
+			itemField: itemField{name: "size", parse: func(s string) (any, error) { return parseSize(s) }},
+			set:       func(r *Replica, v any) { r.Size = v.(Size) },
+			scalar:    func(r Replica) (string, string) { return formatSize(r.Size) },
+		},
+	}, func(c *Config) *[]Replica { return &c.Log.Replicas })
 }
 
-// replicaFields lists the keys of a log.replicas item, in the order of the
-// PATH:TYPE:SIZE syntax.
-func replicaFields() []replicaField {
-	return []replicaField{
+// quotaDirList describes the items of quota.directories, in the order of
+// the PATH:BYTES:INODES syntax. A limit left out is no limit.
+func quotaDirList() *listKind {
+	return newList("directory quota", "/projects/a:10GiB:100000", false, []typedField[DirQuota]{
 		{
-			name:   "path",
-			path:   true,
-			parse:  func(s string) (any, error) { return s, nil },
-			set:    func(r *Replica, v any) { r.Path = v.(string) },
-			scalar: func(r Replica) (string, string) { return formatString(r.Path) },
+			itemField: itemField{name: "path", parse: func(s string) (any, error) { return s, nil }},
+			set:       func(q *DirQuota, v any) { q.Path = v.(string) },
+			scalar:    func(q DirQuota) (string, string) { return formatString(q.Path) },
 		},
 		{
-			name:   "type",
-			parse:  func(s string) (any, error) { return oneOf([]ReplicaType{ReplicaSSD, ReplicaAEP})(s) },
-			set:    func(r *Replica, v any) { r.Type = v.(ReplicaType) },
-			scalar: func(r Replica) (string, string) { return formatEnum(r.Type) },
+			itemField: itemField{name: "bytes", def: "0", parse: func(s string) (any, error) { return parseSize(s) }},
+			set:       func(q *DirQuota, v any) { q.Bytes = v.(Size) },
+			scalar:    func(q DirQuota) (string, string) { return formatSize(q.Bytes) },
 		},
 		{
-			name:   "size",
-			parse:  func(s string) (any, error) { return parseSize(s) },
-			set:    func(r *Replica, v any) { r.Size = v.(Size) },
-			scalar: func(r Replica) (string, string) { return formatSize(r.Size) },
+			itemField: itemField{name: "inodes", def: "0", parse: func(s string) (any, error) { return parseCount(s) }},
+			set:       func(q *DirQuota, v any) { q.Inodes = v.(int64) },
+			scalar:    func(q DirQuota) (string, string) { return strconv.FormatInt(q.Inodes, 10), "!!int" },
 		},
+	}, func(c *Config) *[]DirQuota { return &c.Quota.Directories })
+}
+
+// parseCount parses a count of things: a whole number, 0 or more.
+func parseCount(s string) (int64, error) {
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("%q is not a count (a whole number, 0 or more)", s)
 	}
+	return n, nil
 }
 
 // envName is the environment variable that sets key name.
@@ -189,6 +231,14 @@ func parseFraction(s string) (float64, error) {
 		return 0, fmt.Errorf("%q is not a number (use e.g. 0.5)", s)
 	}
 	return f, nil
+}
+
+func parseInt(s string) (int, error) {
+	n, err := strconv.Atoi(s)
+	if err != nil {
+		return 0, fmt.Errorf("%q is not an integer", s)
+	}
+	return n, nil
 }
 
 func parseBool(s string) (bool, error) {
@@ -227,6 +277,7 @@ func formatString(s string) (string, string)     { return s, "!!str" }
 func formatEnum[T ~string](v T) (string, string) { return string(v), "!!str" }
 func formatSize(s Size) (string, string)         { return s.String(), "!!str" }
 func formatBool(b bool) (string, string)         { return strconv.FormatBool(b), "!!bool" }
+func formatInt(n int) (string, string)           { return strconv.Itoa(n), "!!int" }
 
 func formatFraction(f float64) (string, string) {
 	s := strconv.FormatFloat(f, 'g', -1, 64)

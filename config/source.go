@@ -1,9 +1,6 @@
 package config
 
 import (
-	"fmt"
-	"strings"
-
 	"github.com/spf13/pflag"
 )
 
@@ -23,9 +20,9 @@ type source struct {
 	// failed marks keys the source gives but whose value is bad (already
 	// reported); the merged value of such a key is not checked again.
 	failed map[string]bool
-	// items holds, when the source gives log.replicas, the origin of each
+	// items holds, for each list key the source gives, the origin of each
 	// field of each item, for validation messages.
-	items []map[string]string
+	items map[string][]map[string]string
 }
 
 func newSource() *source {
@@ -34,6 +31,7 @@ func newSource() *source {
 		flags:   map[string]*pflag.Flag{},
 		origins: map[string]string{},
 		failed:  map[string]bool{},
+		items:   map[string][]map[string]string{},
 	}
 }
 
@@ -53,16 +51,20 @@ func (s *source) fail(name string) {
 // checkText checks text given for key k by a source that speaks text only
 // (the environment, the flags), and records the text or the problem.
 func (s *source) checkText(k *key, text, origin string, ps *problems) bool {
-	if k.list {
-		items, ok := parseReplicaText(text, origin, ps)
+	if k.list != nil {
+		items, ok := parseListText(k.name, k.list, text, origin, ps)
 		if !ok {
 			s.fail(k.name)
 			return false
 		}
 		s.set(k.name, text, origin)
-		s.items = make([]map[string]string, len(items))
+		s.items[k.name] = make([]map[string]string, len(items))
 		for i := range items {
-			s.items[i] = map[string]string{"path": origin, "type": origin, "size": origin}
+			o := map[string]string{}
+			for _, f := range k.list.fields {
+				o[f.name] = origin
+			}
+			s.items[k.name][i] = o
 		}
 		return true
 	}
@@ -75,46 +77,15 @@ func (s *source) checkText(k *key, text, origin string, ps *problems) bool {
 	return true
 }
 
-// parseReplicaText parses "PATH:TYPE:SIZE[,PATH:TYPE:SIZE...]". TYPE and
-// SIZE are split off at the last two colons, so PATH may hold colons; PATH
-// may be empty (the default location). Blanks around an item are ignored.
-// An empty string is an empty list.
+// parseReplicaText parses the text syntax of log.replicas,
+// "PATH:TYPE:SIZE[,PATH:TYPE:SIZE...]". TYPE and SIZE are split off at the
+// last two colons, so PATH may hold colons; PATH may be empty (the default
+// location). Blanks around an item are ignored. An empty string is an
+// empty list.
 func parseReplicaText(s, origin string, ps *problems) ([]Replica, bool) {
-	if strings.TrimSpace(s) == "" {
-		return []Replica{}, true
-	}
-	fields := replicaFields()
-	var items []Replica
-	ok := true
-	for i, item := range strings.Split(s, ",") {
-		item = strings.TrimSpace(item)
-		name := fmt.Sprintf("log.replicas[%d]", i)
-		rest, size, ok1 := cutLast(item, ":")
-		path, typ, ok2 := cutLast(rest, ":")
-		if !ok1 || !ok2 {
-			ps.add(origin, name, "%q is not PATH:TYPE:SIZE (e.g. /ssd1/dcache.log:ssd:4GiB)", item)
-			ok = false
-			continue
-		}
-		var r Replica
-		for j, text := range []string{path, typ, size} {
-			v, err := fields[j].parse(text)
-			if err != nil {
-				ps.add(origin, name+"."+fields[j].name, "%v", err)
-				ok = false
-				continue
-			}
-			fields[j].set(&r, v)
-		}
-		items = append(items, r)
-	}
-	return items, ok
-}
-
-// cutLast slices s around the last sep.
-func cutLast(s, sep string) (before, after string, found bool) {
-	if i := strings.LastIndex(s, sep); i >= 0 {
-		return s[:i], s[i+len(sep):], true
-	}
-	return s, "", false
+	l := replicaList()
+	items, ok := parseListText("log.replicas", l, s, origin, ps)
+	var c Config
+	l.set(&c, items)
+	return c.Log.Replicas, ok
 }

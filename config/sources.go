@@ -49,7 +49,7 @@ func checkEnv(env []string, keys []key, ps *problems) *source {
 // every other problem rather than alone by the flag parser.
 type flagValue struct {
 	typ  string
-	list bool // log.replicas: each use of the flag adds items
+	list bool // a list key: each use of the flag adds items
 	text string
 }
 
@@ -72,7 +72,7 @@ func (v *flagValue) Set(s string) error {
 // PATH:TYPE:SIZE[,PATH:TYPE:SIZE...] and may be repeated.
 func RegisterFlags(fs *pflag.FlagSet) {
 	for _, k := range schema() {
-		f := fs.VarPF(&flagValue{typ: k.typ, list: k.list}, k.name, "", k.usage)
+		f := fs.VarPF(&flagValue{typ: k.typ, list: k.list != nil}, k.name, "", k.usage)
 		if k.typ == "bool" {
 			f.NoOptDefVal = "true" // --fuse.debug alone means true
 		}

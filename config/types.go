@@ -7,14 +7,15 @@ import "time"
 type Config struct {
 	// DataDir holds the lock and pid files, and the backend and the log
 	// when their paths are left empty.
-	DataDir string
-	Cache   Cache
-	Quota   Quota
-	Flush   Flush
-	Backend Backend
-	Log     Log
-	Fuse    Fuse
-	Logging Logging
+	DataDir  string
+	Cache    Cache
+	Quota    Quota
+	Flush    Flush
+	Backend  Backend
+	Log      Log
+	Fuse     Fuse
+	Prefetch Prefetch
+	Logging  Logging
 
 	// origins maps a key to where its value came from, for the comments
 	// that YAML writes. Nil for a Config built by hand.
@@ -23,20 +24,53 @@ type Config struct {
 
 // Cache is the DRAM page cache.
 type Cache struct {
-	Size Size // budget for clean and dirty pages together
+	Size     Size      // budget for clean and dirty pages together
+	Mode     CacheMode // how writes use the cache at mount (changeable at runtime)
+	Eviction Eviction  // order in which clean pages are evicted
 }
 
-// Quota limits what the cache may hold.
+// Quota limits what the cache may hold, and what directories may hold.
 type Quota struct {
-	DirtyBytes Size // bytes written but not yet destaged
+	DirtyBytes  Size // bytes written but not yet destaged
+	Directories []DirQuota
 }
+
+// DirQuota limits one directory tree, like an XFS project quota.
+type DirQuota struct {
+	Path   string // from the mount root ("/projects/a"), not a host path
+	Bytes  Size   // apparent bytes of the tree; 0 = no limit
+	Inodes int64  // objects of the tree, its root included; 0 = no limit
+}
+
+// Prefetch drives reads ahead from the backend on cache misses.
+type Prefetch struct {
+	Policy    PrefetchPolicy
+	MaxWindow Size // largest sequential read-ahead window
+}
+
+// PrefetchPolicy says when the cache reads ahead from the backend.
+type PrefetchPolicy string
+
+// Prefetch policies.
+const (
+	PrefetchNone       PrefetchPolicy = "none"       // only what is read
+	PrefetchSequential PrefetchPolicy = "sequential" // ahead of sequential readers, window doubling
+	PrefetchWholeFile  PrefetchPolicy = "whole-file" // the whole file when it is opened
+)
 
 // Flush drives destage.
 type Flush struct {
-	HighWatermark float64       // fraction of Quota.DirtyBytes at which destage starts
-	LowWatermark  float64       // fraction below which destage stops
-	MaxDirtyAge   time.Duration // no dirty byte is older than this
-	SegmentSize   Size          // size of one backend segment
+	HighWatermark float64 // fraction of Quota.DirtyBytes at which destage starts
+	LowWatermark  float64 // fraction below which destage stops
+	// ThrottleWatermark is the fraction above which writers are delayed
+	// in proportion; at 1 they wait for room.
+	ThrottleWatermark float64
+	MaxDirtyAge       time.Duration // no dirty byte is older than this
+	WritebackJobs     int           // destage batches in flight at once
+	SegmentSize       Size          // size of one backend segment
+	// SequentialCutoff: in write-back, a sequential stream of one file
+	// past this many bytes is destaged at once (0 = never).
+	SequentialCutoff Size
 }
 
 // Backend is where destaged data lives.
@@ -81,6 +115,25 @@ type Logging struct {
 	Level  LogLevel
 	Format LogFormat
 }
+
+// CacheMode says how writes use the cache.
+type CacheMode string
+
+// Cache modes.
+const (
+	ModeWriteBack    CacheMode = "write-back"    // log and cache; destage later
+	ModeWriteThrough CacheMode = "write-through" // return once the backend holds it; keep a clean copy
+	ModeWriteAround  CacheMode = "write-around"  // return once the backend holds it; drop cached copies
+)
+
+// Eviction is the order in which clean pages leave the cache.
+type Eviction string
+
+// Eviction orders.
+const (
+	EvictLRU  Eviction = "lru"  // least recently used first
+	EvictFIFO Eviction = "fifo" // first cached first
+)
 
 // BackendType is the kind of backend store.
 type BackendType string

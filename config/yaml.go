@@ -65,9 +65,9 @@ func joinKey(prefix, name string) string {
 type yamlSource struct {
 	name string // file path, or defaultsOrigin
 	keys []key
-	// complete requires every item of log.replicas to give every field:
-	// true for the built-in defaults, whose first item fills the fields
-	// that items elsewhere leave out.
+	// complete requires every item of a list whose items take left-out
+	// fields from the defaults (log.replicas) to give every field: true
+	// for the built-in defaults, whose first item fills them elsewhere.
 	complete bool
 	src      *source
 	ps       *problems
@@ -158,8 +158,8 @@ func (s *yamlSource) mapping(n *yaml.Node, sec *section) {
 			s.ps.add(s.at(kn), full, "unknown key%s", s.suggest(sec, name))
 			continue
 		}
-		if k.list {
-			s.replicas(kn, vn, k)
+		if k.list != nil {
+			s.list(kn, vn, k)
 			continue
 		}
 		s.scalar(kn, vn, k)
@@ -200,17 +200,17 @@ func (s *yamlSource) text(kn, vn *yaml.Node, name string, path bool) (string, bo
 	return vn.Value, true
 }
 
-// replicas checks log.replicas: a list of mappings with keys path, type
-// and size. Keys an item leaves out take the values of the first replica of
-// the built-in defaults (see decodeReplicas).
-func (s *yamlSource) replicas(kn, vn *yaml.Node, k *key) {
+// list checks a list key: a list of mappings with the keys of its items.
+// Keys an item leaves out take the values of the first item of the
+// built-in defaults or their own defaults (see decodeList).
+func (s *yamlSource) list(kn, vn *yaml.Node, k *key) {
 	var seq []*yaml.Node
 	switch {
 	case vn.Kind == yaml.SequenceNode:
 		seq = vn.Content
-	case isNull(vn): // an empty list, which validation rejects
+	case isNull(vn): // an empty list
 	default:
-		s.ps.add(s.at(kn), k.name, "expected a list of replicas, found %s", describe(vn))
+		s.ps.add(s.at(kn), k.name, "expected a list of %ss, found %s", k.list.item, describe(vn))
 		s.src.fail(k.name)
 		return
 	}
@@ -218,7 +218,7 @@ func (s *yamlSource) replicas(kn, vn *yaml.Node, k *key) {
 	var origins []map[string]string
 	ok := true
 	for i, in := range seq {
-		item, o, good := s.replica(resolve(in), fmt.Sprintf("%s[%d]", k.name, i))
+		item, o, good := s.item(k.list, resolve(in), fmt.Sprintf("%s[%d]", k.name, i))
 		items = append(items, item)
 		origins = append(origins, o)
 		ok = ok && good
@@ -228,17 +228,14 @@ func (s *yamlSource) replicas(kn, vn *yaml.Node, k *key) {
 		return
 	}
 	s.src.set(k.name, items, s.at(kn))
-	s.src.items = origins
+	s.src.items[k.name] = origins
 }
 
-// replica checks one item of log.replicas, named name ("log.replicas[1]"),
-// and returns the text of the fields it gives.
-func (s *yamlSource) replica(n *yaml.Node, name string) (map[string]any, map[string]string, bool) {
-	fields := replicaFields()
-	var names []string
-	for _, f := range fields {
-		names = append(names, f.name)
-	}
+// item checks one item of list l, named name ("log.replicas[1]"), and
+// returns the text of the fields it gives.
+func (s *yamlSource) item(l *listKind, n *yaml.Node, name string) (map[string]any, map[string]string, bool) {
+	fields := l.fields
+	names := l.names()
 	item := map[string]any{}
 	origins := map[string]string{}
 	if n.Kind != yaml.MappingNode {
@@ -275,15 +272,15 @@ func (s *yamlSource) replica(n *yaml.Node, name string) (map[string]any, map[str
 		item[kn.Value] = text
 		origins[kn.Value] = s.at(kn)
 	}
-	for _, f := range names {
-		if _, given := seen[f]; given {
+	for _, f := range fields {
+		if _, given := seen[f.name]; given {
 			continue
 		}
-		if s.complete {
-			s.ps.add(s.at(n), name+"."+f, "missing (each replica needs %s)", strings.Join(names, ", "))
+		if (s.complete && l.fromDefaults) || (!l.fromDefaults && f.def == "") {
+			s.ps.add(s.at(n), name+"."+f.name, "missing (each %s needs %s)", l.item, strings.Join(l.required(), ", "))
 			ok = false
 		}
-		origins[f] = s.at(n)
+		origins[f.name] = s.at(n)
 	}
 	return item, origins, ok
 }

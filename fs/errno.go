@@ -32,6 +32,8 @@ var errnoTable = []struct {
 	{cachelayer.ErrNoData, syscall.ENXIO},
 	{cachelayer.ErrTooManyLinks, syscall.EMLINK},
 	{cachelayer.ErrPerm, syscall.EPERM},
+	{cachelayer.ErrQuota, syscall.EDQUOT},
+	{cachelayer.ErrCrossQuota, syscall.EXDEV},
 	{context.Canceled, syscall.EINTR},
 	{context.DeadlineExceeded, syscall.EINTR},
 }

@@ -42,6 +42,7 @@ func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 		return fuse.Status(syscall.EISDIR)
 	}
 	f.eng.Ref(ino, 1)
+	f.eng.Opened(ino) // whole-file prefetch starts here
 	openOut(in.Flags, out)
 	return fuse.OK
 }

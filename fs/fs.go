@@ -206,19 +206,25 @@ func (f *FS) SetAttr(cancel <-chan struct{}, in *fuse.SetAttrIn, out *fuse.AttrO
 	return fuse.OK
 }
 
-// StatFs reports the backend's real capacity; objects are not limited.
+// StatFs reports the backend's real capacity, and objects are not limited;
+// inside a directory quota's tree (the kernel names the object df asked
+// about), the quota's limits and usage instead.
 func (f *FS) StatFs(cancel <-chan struct{}, h *fuse.InHeader, out *fuse.StatfsOut) fuse.Status {
-	info, err := f.eng.StatFS()
+	info, err := f.eng.StatFSAt(cachelayer.Ino(h.NodeId))
 	if err != nil {
 		return f.toStatus("statfs", err)
 	}
 	const freeObjects = 1 << 40
+	files, ffree := info.Objects+freeObjects, uint64(freeObjects)
+	if info.Files > 0 {
+		files, ffree = info.Files, info.FreeFiles
+	}
 	*out = fuse.StatfsOut{
 		Blocks:  info.Total / uint64(info.BlockSize),
 		Bfree:   info.Free / uint64(info.BlockSize),
 		Bavail:  info.Avail / uint64(info.BlockSize),
-		Files:   info.Objects + freeObjects,
-		Ffree:   freeObjects,
+		Files:   files,
+		Ffree:   ffree,
 		Bsize:   info.BlockSize,
 		Frsize:  info.BlockSize,
 		NameLen: info.NameLen,
