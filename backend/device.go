@@ -46,10 +46,11 @@
 // signature: ext2/3/4, XFS, btrfs, LUKS, a dcache log replica, a partition
 // table), a superblock of another version (ErrVersion), and a dcache device
 // of another filesystem uuid when the caller expects one (ErrOtherFS). A
-// device that is all zeros is formatted. FormatDevice writes a fresh device
-// whatever it holds; `dcache format --backend` is meant to call it, the only
-// way to reuse a device, consistent with how `dcache format` treats log
-// replicas.
+// device whose first 68 KiB are all zeros is taken as empty and formatted
+// (only those bytes are looked at: data further in, behind a zeroed start,
+// is not detected). FormatDevice writes a fresh device whatever it holds;
+// `dcache format --yes --backend` calls it, the only way to reuse a device,
+// consistent with how `dcache format` treats log replicas.
 package backend
 
 import (
