@@ -332,8 +332,24 @@ func TestDeviceMetaRingWraps(t *testing.T) {
 	}
 	s.Close()
 	s = openDev(t, dev, DeviceOptions{Expect: id})
-	if _, streams := loadAll(t, s); len(streams) != len(want) {
+	_, streams := loadAll(t, s)
+	if len(streams) != len(want) {
 		t.Fatalf("after a full ring: %d streams, want %d", len(streams), len(want))
+	}
+	// The refused delta left room for a checkpoint of everything live
+	// and the delta together.
+	var all []byte
+	for _, p := range streams {
+		all = append(all, p...)
+	}
+	all = append(all, payload(seq, 600<<10)...)
+	seq--
+	devWriteMeta(t, s, MetaCheckpoint, seq, all)
+	if err := s.RemoveMetaBefore(seq); err != nil {
+		t.Fatal(err)
+	}
+	if got, streams := loadAll(t, s); got != seq || len(streams) != 1 || !bytes.Equal(streams[seq], all) {
+		t.Fatalf("checkpoint after a refused delta: %d, %d streams", got, len(streams))
 	}
 }
 

@@ -44,10 +44,13 @@ import (
 // checkpoint, and those RemoveMetaBefore drops, are free space.
 //
 // Room: a record may only overwrite space behind the oldest live record
-// (the tail). When the ring cannot hold a record, its Write or Commit fails
-// with ErrMetaFull and nothing live is touched. MetaRoom tells the engine
-// how much is left, so that it writes a full checkpoint (which frees the
-// deltas) while one still fits. One meta record is written at a time:
+// (the tail). A delta must moreover leave room for a checkpoint as large as
+// the live records and itself together (plus 256 KiB), so that the deltas
+// can always be replaced by a checkpoint. When the ring cannot hold a
+// record, its Write or Commit fails with ErrMetaFull and nothing live is
+// touched; the engine then writes a checkpoint instead of the delta.
+// MetaRoom tells the engine how much is left, so that it checkpoints
+// before deltas are refused. One meta record is written at a time:
 // CreateMeta waits until the previous writer has committed or aborted.
 const (
 	ringMagic  = "DCBKMREC"
@@ -80,6 +83,36 @@ type metaRing struct {
 	mu   sync.Mutex
 	head uint64    // logical offset where the next record starts
 	live []ringRec // records LoadMeta may return, by logical offset
+}
+
+// ringSlack is room a delta leaves free beyond its estimate of the next
+// checkpoint (see limitLocked).
+const ringSlack = 256 << 10
+
+// liveLocked is the ring space of the live records.
+func (r *metaRing) liveLocked() uint64 {
+	var n uint64
+	for _, rec := range r.live {
+		n += rec.end() - rec.off
+	}
+	return n
+}
+
+// limitLocked is the logical offset a record starting at off may not reach
+// when it ends at end. A checkpoint may fill the ring up to the tail. A
+// delta must leave room for the checkpoint that will replace it and the
+// live records: at most as large as they are together, plus ringSlack; so
+// the ring never holds deltas it has no room to checkpoint.
+func (r *metaRing) limitLocked(kind MetaKind, off, end uint64) uint64 {
+	limit := r.tailLocked() + r.size
+	if kind == MetaDelta {
+		reserve := r.liveLocked() + (end - off) + ringSlack
+		if reserve >= limit {
+			return 0
+		}
+		limit -= reserve
+	}
+	return limit
 }
 
 func (r *metaRing) tailLocked() uint64 {
@@ -270,11 +303,11 @@ func (w *ringWriter) flush() error {
 	start := w.rec.off + BlockSize + w.pos
 	end := start + uint64(alignUp(int64(len(w.buf))))
 	w.r.mu.Lock()
-	tail := w.r.tailLocked()
+	limit := w.r.limitLocked(w.rec.kind, w.rec.off, end)
 	w.r.mu.Unlock()
-	if end-tail > w.r.size {
-		w.err = fmt.Errorf("%w: %v %d needs more than the %d bytes left of %d", ErrMetaFull,
-			w.rec.kind, w.rec.seq, int64(w.r.size)-int64(w.rec.off-tail), w.r.size)
+	if end > limit {
+		w.err = fmt.Errorf("%w: %v %d of %d bytes or more does not fit (ring of %d bytes)", ErrMetaFull,
+			w.rec.kind, w.rec.seq, end-w.rec.off, w.r.size)
 		return w.err
 	}
 	p := w.buf[:end-start]
@@ -300,12 +333,12 @@ func (w *ringWriter) Commit() error {
 	if err := w.flush(); err != nil {
 		return err
 	}
-	// The header block must fit too.
 	w.r.mu.Lock()
-	tail := w.r.tailLocked()
+	limit := w.r.limitLocked(w.rec.kind, w.rec.off, w.rec.end())
 	w.r.mu.Unlock()
-	if w.rec.end()-tail > w.r.size {
-		return fmt.Errorf("%w: %v %d", ErrMetaFull, w.rec.kind, w.rec.seq)
+	if w.rec.end() > limit {
+		return fmt.Errorf("%w: %v %d of %d bytes does not fit (ring of %d bytes)", ErrMetaFull,
+			w.rec.kind, w.rec.seq, w.rec.end()-w.rec.off, w.r.size)
 	}
 	if err := w.r.dev.Sync(); err != nil {
 		return fmt.Errorf("backend: sync %v %d: %w", w.rec.kind, w.rec.seq, err)

@@ -2,6 +2,7 @@ package cachelayer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -393,9 +394,23 @@ func (e *Engine) repointLiveLocked(r *copied, cutLSN uint64) {
 }
 
 // persistMeta writes the cut as a delta, or as a full checkpoint when
-// there is none yet or the deltas have outgrown the last one.
+// there is none yet, the deltas have outgrown the last one, or the
+// backend's meta space is getting short. A delta that does not fit the
+// backend's fixed meta space (backend.ErrMetaFull) is written again as a
+// checkpoint, which needs no room beyond what metaRoomShort keeps.
 func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
 	full := e.cpSize == 0 || e.deltaSize > max(e.cpSize, minDeltaBeforeCheckpoint) || e.metaRoomShort()
+	err := e.writeMeta(cut, h, changed, full)
+	if !full && errors.Is(err, backend.ErrMetaFull) {
+		e.log.WithError(err).Info("meta space short for a delta; writing a checkpoint")
+		full = true
+		err = e.writeMeta(cut, h, changed, full)
+	}
+	return err
+}
+
+// writeMeta writes one checkpoint or delta and accounts for it.
+func (e *Engine) writeMeta(cut *meta, h metaHeader, changed changeSet, full bool) error {
 	kind := backend.MetaDelta
 	if full {
 		kind = backend.MetaCheckpoint

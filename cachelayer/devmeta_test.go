@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+	"time"
 )
 
 // On a device backend the meta ring is small (4 MiB here) and deltas would
@@ -59,6 +60,48 @@ func TestDeviceMetaRingForcesCheckpoints(t *testing.T) {
 	for i, ino := range inos {
 		if got := readAll(t, r.e, ino); !bytes.Equal(got, want[i]) {
 			t.Fatalf("file %d differs after restart", i)
+		}
+	}
+}
+
+// A delta too large for the ring's room (it must leave space to checkpoint
+// everything afterwards) is refused by the backend, and the engine writes
+// the round as a checkpoint instead.
+func TestDeviceMetaRingDeltaFallsBackToCheckpoint(t *testing.T) {
+	dev := filepath.Join(t.TempDir(), "dev")
+	if err := os.WriteFile(dev, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Truncate(dev, 128<<20); err != nil {
+		t.Fatal(err)
+	}
+	r := &rig{t: t, cfg: Config{CacheSize: 64 << 20, MaxDirtyAge: time.Hour}, wal: &memWAL{}, segSize: 1 << 20, device: dev}
+	r.start()
+	t.Cleanup(func() {
+		if r.e != nil {
+			r.stop()
+		}
+	})
+	if err := r.e.Flush(bg); err != nil {
+		t.Fatal(err)
+	}
+	cps, deltas := r.e.Stats().Checkpoints.Load(), r.e.Stats().Deltas.Load()
+	const files = 30000
+	for i := range files {
+		mustCreate(t, r.e, RootIno, fmt.Sprint("file-with-a-long-name-", i), syscall.S_IFREG|0o644)
+	}
+	if err := r.e.Flush(bg); err != nil {
+		t.Fatalf("flush: %v", err)
+	}
+	cps2, deltas2 := r.e.Stats().Checkpoints.Load(), r.e.Stats().Deltas.Load()
+	t.Logf("checkpoints %d -> %d, deltas %d -> %d, checkpoint of %d bytes", cps, cps2, deltas, deltas2, r.e.cpSize)
+	if cps2 != cps+1 || deltas2 != deltas {
+		t.Fatalf("checkpoints %d -> %d, deltas %d -> %d: want the round written as one checkpoint", cps, cps2, deltas, deltas2)
+	}
+	r.restart()
+	for _, i := range []int{0, files / 2, files - 1} {
+		if _, err := r.e.Lookup(RootIno, fmt.Sprint("file-with-a-long-name-", i)); err != nil {
+			t.Fatalf("after restart: lookup %d: %v", i, err)
 		}
 	}
 }
