@@ -760,8 +760,8 @@ func crashSequence(t *testing.T, rng *rand.Rand, two, device bool, rounds int, s
 		case x < 6:
 			f = append(f, "--log.sync", "interval", "--log.sync_interval", "20ms")
 		}
-		if two && rng.IntN(2) == 0 {
-			f = append(f, "--log.write_quorum", "majority")
+		if two {
+			f = append(f, "--log.write_quorum", []string{"all", "majority", "one"}[rng.IntN(3)])
 		}
 		return f
 	}

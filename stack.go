@@ -321,8 +321,11 @@ func closeDevices(devs []device.Device) {
 
 func logConfig(cfg *config.Config) logarea.Config {
 	lc := logarea.Config{Compression: cfg.Log.Compression == config.CompressionSnappy}
-	if cfg.Log.WriteQuorum == config.QuorumMajority {
+	switch cfg.Log.WriteQuorum {
+	case config.QuorumMajority:
 		lc.WriteQuorum = logarea.QuorumMajority
+	case config.QuorumOne:
+		lc.WriteQuorum = logarea.QuorumOne
 	}
 	return lc
 }

@@ -159,6 +159,11 @@ func TestLoadOverrides(t *testing.T) {
 			},
 		},
 		{
+			name:  "write quorum one",
+			in:    input{file: "log:\n  write_quorum: one\n"},
+			check: func(c *Config) bool { return c.Log.WriteQuorum == QuorumOne },
+		},
+		{
 			name:  "last of repeated variables wins",
 			in:    input{env: []string{"DCACHE_CACHE_SIZE=12XB", "HOME=/root", "DCACHE_CACHE_SIZE=2GiB"}},
 			check: func(c *Config) bool { return c.Cache.Size == 2*GiB },

@@ -116,7 +116,7 @@ func schema() []key {
 			usage: `log replicas; PATH "" = <data_dir>/log, TYPE ssd|aep, SIZE at least 8MiB (repeatable)`,
 			list:  replicaList(),
 		},
-		enumKey("log.write_quorum", "replicas that must hold a record", []WriteQuorum{QuorumAll, QuorumMajority},
+		enumKey("log.write_quorum", "healthy replicas the log needs to accept writes", []WriteQuorum{QuorumAll, QuorumMajority, QuorumOne},
 			func(c *Config) *WriteQuorum { return &c.Log.WriteQuorum }),
 		enumKey("log.sync", "when the log is made durable", []SyncMode{SyncFsync, SyncAlways, SyncInterval},
 			func(c *Config) *SyncMode { return &c.Log.Sync }),

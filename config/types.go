@@ -161,6 +161,7 @@ type WriteQuorum string
 const (
 	QuorumAll      WriteQuorum = "all"
 	QuorumMajority WriteQuorum = "majority"
+	QuorumOne      WriteQuorum = "one"
 )
 
 // SyncMode says when the log is made durable.

@@ -17,6 +17,9 @@ var errnoTable = []struct {
 	err   error
 	errno syscall.Errno
 }{
+	// A failed log is EIO whatever the device said (a log device's ENOSPC
+	// is not the filesystem being full).
+	{cachelayer.ErrLog, syscall.EIO},
 	{cachelayer.ErrNotExist, syscall.ENOENT},
 	{cachelayer.ErrExist, syscall.EEXIST},
 	{cachelayer.ErrNotDir, syscall.ENOTDIR},

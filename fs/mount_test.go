@@ -31,6 +31,9 @@ type testMount struct {
 	fs      *FS
 	srv     *fuse.Server
 	mounted bool
+	// logFaults, when set before mount, sit between the log and its
+	// device (see device.NewFaulty).
+	logFaults []device.Injector
 }
 
 func testLogger(t testing.TB) *logrus.Entry {
@@ -84,6 +87,9 @@ func (tm *testMount) mount() {
 		if err := logarea.Format([]device.Device{dev}, be.ID()); err != nil {
 			t.Fatalf("format log: %v", err)
 		}
+	}
+	if len(tm.logFaults) > 0 {
+		dev = device.NewFaulty(dev, tm.logFaults...)
 	}
 	wal, err := logarea.Open([]device.Device{dev}, be.ID(), logarea.Config{Compression: true}, log)
 	if err != nil {

@@ -27,6 +27,10 @@ const (
 	QuorumAll Quorum = iota
 	// QuorumMajority needs more than half of the replicas.
 	QuorumMajority
+	// QuorumOne needs one replica: the log runs on while any replica is
+	// healthy (two replicas survive the loss of either). A record is
+	// still durable only once every healthy replica holds it.
+	QuorumOne
 )
 
 func (q Quorum) String() string {
@@ -35,14 +39,19 @@ func (q Quorum) String() string {
 		return "all"
 	case QuorumMajority:
 		return "majority"
+	case QuorumOne:
+		return "one"
 	}
 	return fmt.Sprintf("Quorum(%d)", int(q))
 }
 
 // need is the number of healthy replicas the quorum requires out of n.
 func (q Quorum) need(n int) int {
-	if q == QuorumMajority {
+	switch q {
+	case QuorumMajority:
 		return n/2 + 1
+	case QuorumOne:
+		return 1
 	}
 	return n
 }
@@ -60,6 +69,8 @@ type Config struct {
 	// reports it durable, and below which the log fails.
 	WriteQuorum Quorum
 	// Compression stores payloads snappy-compressed when that saves space.
+	// After payloads that did not compress, the next ones (up to 64) are
+	// stored without trying, so incompressible data costs little CPU.
 	Compression bool
 	// BufferSize is the size of each of the two in-memory record buffers
 	// (one is filled by Commit while the other is written). 0 means
@@ -70,8 +81,8 @@ type Config struct {
 // Validate reports every invalid field, with its key and the reason.
 func (c Config) Validate() error {
 	var errs []error
-	if c.WriteQuorum != QuorumAll && c.WriteQuorum != QuorumMajority {
-		errs = append(errs, fmt.Errorf("%w: write_quorum %d: want all or majority", ErrBadConfig, int(c.WriteQuorum)))
+	if c.WriteQuorum != QuorumAll && c.WriteQuorum != QuorumMajority && c.WriteQuorum != QuorumOne {
+		errs = append(errs, fmt.Errorf("%w: write_quorum %d: want all, majority or one", ErrBadConfig, int(c.WriteQuorum)))
 	}
 	if c.BufferSize != 0 && c.BufferSize < MinBufferSize {
 		errs = append(errs, fmt.Errorf("%w: buffer_size %d: must hold one max-size record (%d bytes)", ErrBadConfig, c.BufferSize, MinBufferSize))

@@ -34,6 +34,7 @@ type Log struct {
 	// compressPool holds buffers for compressed payloads, so that Reserve
 	// does not allocate per record once it holds buffers of the sizes in use.
 	compressPool sync.Pool
+	compress     compressSampler
 
 	wake       chan struct{} // wakes the writer; capacity 1
 	writerDone chan struct{}

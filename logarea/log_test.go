@@ -60,3 +60,51 @@ func TestAppendReplayReopen(t *testing.T) {
 		})
 	}
 }
+
+// TestCompressionSampling checks that incompressible payloads stop being
+// tried (most are stored without an attempt), that compressible payloads
+// after them are compressed again within maxCompressSkip records, and that
+// every record replays intact either way.
+func TestCompressionSampling(t *testing.T) {
+	devs := mems(1, 8<<20)
+	mustFormat(t, devs)
+	cfg := Config{Compression: true}
+	l := mustOpen(t, devs, cfg, nil)
+	var want []Record
+	const random = 200
+	for i := range uint64(random) {
+		rec := bigRecord(i, 4096)
+		appendRec(t, l, rec)
+		want = append(want, rec)
+	}
+	st := l.Stats()
+	if st.Compressed != 0 || st.NotTried < random*3/4 {
+		t.Fatalf("%d random payloads: %d compressed, %d stored without an attempt; want 0 and at least %d", random, st.Compressed, st.NotTried, random*3/4)
+	}
+	// Compressible payloads: after at most maxCompressSkip records
+	// stored as they are, every one is compressed.
+	const compressible = 2 * maxCompressSkip
+	for i := range uint64(compressible) {
+		rec := fixedRecord(i)
+		appendRec(t, l, rec)
+		want = append(want, rec)
+	}
+	st = l.Stats()
+	if st.Compressed < compressible-maxCompressSkip {
+		t.Fatalf("%d compressible payloads after random ones: %d compressed, want at least %d", compressible, st.Compressed, compressible-maxCompressSkip)
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l = mustOpen(t, devs, cfg, nil)
+	defer l.Close()
+	got, _ := replayAll(t, l, 0)
+	if len(got) != len(want) {
+		t.Fatalf("replayed %d records, want %d", len(got), len(want))
+	}
+	for i, g := range got {
+		if !equalRecord(g.rec, want[i]) {
+			t.Fatalf("record %d differs after replay", i+1)
+		}
+	}
+}

@@ -65,6 +65,9 @@ func TestReplicaFailure(t *testing.T) {
 		{name: "majority of 3, two EIO", replicas: 3, quorum: QuorumMajority, failing: []int{0, 2}, lost: true},
 		{name: "all of 2, one EIO", replicas: 2, quorum: QuorumAll, failing: []int{0}, lost: true},
 		{name: "all of 2, one vanishes", replicas: 2, quorum: QuorumAll, failing: []int{1}, vanish: true, lost: true},
+		{name: "one of 2, one EIO", replicas: 2, quorum: QuorumOne, failing: []int{0}},
+		{name: "one of 2, one vanishes", replicas: 2, quorum: QuorumOne, failing: []int{1}, vanish: true},
+		{name: "one of 2, both EIO", replicas: 2, quorum: QuorumOne, failing: []int{0, 1}, lost: true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -340,7 +343,7 @@ func TestHealthString(t *testing.T) {
 			t.Errorf("%d: %q", h, h.String())
 		}
 	}
-	for q, want := range map[Quorum]string{QuorumAll: "all", QuorumMajority: "majority", 7: "Quorum(7)"} {
+	for q, want := range map[Quorum]string{QuorumAll: "all", QuorumMajority: "majority", QuorumOne: "one", 7: "Quorum(7)"} {
 		if q.String() != want {
 			t.Errorf("%d: %q", q, q.String())
 		}

@@ -38,6 +38,7 @@ type Stats struct {
 
 	Records      int64   // committed since Open
 	Compressed   int64   // of which stored snappy-compressed
+	NotTried     int64   // payloads stored without a compression attempt (see Config.Compression)
 	PayloadBytes int64   // payload bytes given to Commit
 	StoredBytes  int64   // record bytes in the log (headers, padding, compression)
 	Batches      int64   // device write rounds
@@ -60,7 +61,7 @@ func (l *Log) Stats() Stats {
 		Quorum: l.cfg.WriteQuorum, Need: l.need, Epoch: l.epoch,
 		TailLSN: l.tailLSN, LastLSN: l.nextLSN - 1, DurableLSN: l.durableLSN,
 		AreaBytes: int64(l.areaSize), UsedBytes: int64(l.head - l.tailPos), ReservedBytes: l.devReserved,
-		Records: l.st.records, Compressed: l.st.compessed, PayloadBytes: l.st.bytesIn, StoredBytes: l.st.bytesOut,
+		Records: l.st.records, Compressed: l.st.compessed, NotTried: l.compress.skipped.Load(), PayloadBytes: l.st.bytesIn, StoredBytes: l.st.bytesOut,
 		Batches: l.st.batches, MaxBatch: l.st.maxBatch, SyncRounds: l.st.syncs,
 	}
 	s.FreeBytes = s.AreaBytes - s.UsedBytes - s.ReservedBytes

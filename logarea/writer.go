@@ -4,9 +4,52 @@ import (
 	"context"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	"github.com/golang/snappy"
 )
+
+// maxCompressSkip is the most payloads stored without a compression attempt
+// after attempts that did not pay off.
+const maxCompressSkip = 64
+
+// compressSampler decides which payloads Reserve tries to compress. Most
+// file data is already compressed or random, and snappy spends about a
+// microsecond per KiB finding that out, on every write. After a payload
+// that did not compress, the next one is stored as it is, after the next
+// failure the next two, then four, up to maxCompressSkip; a payload that
+// compresses resets the skip. Incompressible data then costs one attempt
+// in maxCompressSkip; compressible data is compressed as before, and data
+// that turns compressible is noticed within maxCompressSkip records.
+// Reserve runs concurrently: the counters are atomics, and a race only
+// shifts an attempt by a record.
+type compressSampler struct {
+	skip    atomic.Int32 // payloads still to store without an attempt
+	backoff atomic.Int32 // the skip after the last failure (0 after a success)
+	skipped atomic.Int64 // payloads stored without an attempt (Stats)
+}
+
+// try reports whether this payload should be compressed.
+func (c *compressSampler) try() bool {
+	if c.skip.Load() <= 0 {
+		return true
+	}
+	c.skip.Add(-1)
+	c.skipped.Add(1)
+	return false
+}
+
+func (c *compressSampler) saved() {
+	if c.backoff.Load() != 0 {
+		c.backoff.Store(0)
+	}
+}
+
+func (c *compressSampler) failed() {
+	b := min(max(2*c.backoff.Load(), 1), maxCompressSkip)
+	c.backoff.Store(b)
+	c.skip.Store(b)
+}
 
 // Entry is a record with reserved room, returned by Reserve and consumed by
 // exactly one Commit or Cancel. Its payload must not change in between.
@@ -41,7 +84,7 @@ func (l *Log) Reserve(ctx context.Context, rec Record) (*Entry, error) {
 		return nil, fmt.Errorf("%w: %d-byte payload, at most %d", ErrTooLarge, len(rec.Payload), MaxPayload)
 	}
 	e := &Entry{l: l, rec: rec, payload: rec.Payload}
-	if l.cfg.Compression && len(rec.Payload) >= 64 {
+	if l.cfg.Compression && len(rec.Payload) >= 64 && l.compress.try() {
 		bp, _ := l.compressPool.Get().(*[]byte)
 		if bp == nil {
 			bp = new([]byte)
@@ -52,8 +95,10 @@ func (l *Log) Reserve(ctx context.Context, rec Record) (*Entry, error) {
 		c := snappy.Encode((*bp)[:cap(*bp)], rec.Payload)
 		if len(c) < len(rec.Payload)-len(rec.Payload)/16 { // worth at least 1/16
 			e.payload, e.rflags, e.pooled = c, rflagSnappy, bp
+			l.compress.saved()
 		} else {
 			l.compressPool.Put(bp)
+			l.compress.failed()
 		}
 	}
 	e.pcrc = crc32c(e.payload)
