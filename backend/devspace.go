@@ -84,7 +84,8 @@ type DeviceOptions struct {
 // device holding anything else is refused with ErrForeign, one of another
 // filesystem with ErrOtherFS, one of another format version with
 // ErrVersion, and nothing is written when it refuses. closer (may be nil)
-// is closed with the store, e.g. the DeviceFile that holds the lock.
+// is closed with the store, e.g. the DeviceFile that holds the lock; when
+// OpenDevice fails, closing it is left to the caller.
 func OpenDevice(name string, dev Device, closer io.Closer, cfg Config, opt DeviceOptions, log *logrus.Entry) (s *Store, created bool, err error) {
 	askedSegSize := cfg.SegmentSize
 	cfg, err = cfg.withDefaults()
