@@ -702,7 +702,7 @@ func TestCrash(t *testing.T) {
 			name = fmt.Sprintf("%d-two-replicas", seq)
 		}
 		ok := t.Run(name, func(t *testing.T) {
-			crashSequence(t, rng, two, n, start, duration, counts)
+			crashSequence(t, rng, two, false, n, start, duration, counts)
 		})
 		if !ok {
 			break
@@ -714,14 +714,42 @@ func TestCrash(t *testing.T) {
 	t.Logf("crash test: %s in %v", counts, time.Since(start).Round(time.Second))
 }
 
-// crashSequence runs rounds on one fresh data dir.
-func crashSequence(t *testing.T, rng *rand.Rand, two bool, rounds int, start time.Time, duration time.Duration, counts *crashCounts) {
+// TestCrashDevice is TestCrash with the backend on a device file: kills
+// during writes and during recovery, then the tree is checked.
+func TestCrashDevice(t *testing.T) {
+	requireFUSE(t)
+	seed := uint64(time.Now().UnixNano())
+	if v := os.Getenv(crashSeedEnv); v != "" {
+		var err error
+		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
+			t.Fatalf("%s=%q: want a number", crashSeedEnv, v)
+		}
+	}
+	t.Logf("seed %d (%s=%d repeats the choices, not the timing)", seed, crashSeedEnv, seed)
+	counts := &crashCounts{pending: map[string]int{}}
+	crashSequence(t, rand.New(rand.NewPCG(seed, 0)), false, true, 6, time.Now(), 0, counts)
+	t.Logf("crash test on a device backend: %s", counts)
+}
+
+// crashSequence runs rounds on one fresh data dir; device puts the backend
+// on a device file instead of a directory.
+func crashSequence(t *testing.T, rng *rand.Rand, two, device bool, rounds int, start time.Time, duration time.Duration, counts *crashCounts) {
 	s := newSite(t)
 	replicas := filepath.Join(s.data, "log") + ":ssd:64MiB"
 	if two {
 		replicas = filepath.Join(s.data, "log-a") + ":ssd:64MiB," + filepath.Join(s.data, "log-b") + ":aep:64MiB"
 	}
 	s.flags = smallFlags(s.data, replicas)
+	if device {
+		dev := filepath.Join(s.dir, "backend.img")
+		if err := os.WriteFile(dev, nil, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Truncate(dev, 512<<20); err != nil {
+			t.Fatal(err)
+		}
+		s.flags = append(s.flags, "--backend.type", "device", "--backend.path", dev)
+	}
 	// Per start: how the log syncs, how long dirty data may wait, the
 	// quorum; a kill may come in any of these settings.
 	startFlags := func() []string {

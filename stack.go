@@ -331,6 +331,35 @@ func logConfig(cfg *config.Config) logarea.Config {
 	return lc
 }
 
+// openBackend opens the configured backend: a directory, created when
+// missing or empty, or a device, formatted when all zeros and refused when
+// it holds anything else.
+func openBackend(cfg *config.Config, logger *logrus.Logger) (*backend.Store, bool, error) {
+	bcfg := backend.Config{SegmentSize: int64(cfg.Flush.SegmentSize)}
+	log := logger.WithField("component", "backend")
+	if cfg.Backend.Type != config.BackendDevice {
+		be, created, err := backend.Open(backend.OSFS{}, cfg.Backend.Path, bcfg, log)
+		if err != nil {
+			return nil, false, fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
+		}
+		return be, created, nil
+	}
+	d, err := backend.OpenDeviceFile(cfg.Backend.Path)
+	if err != nil {
+		return nil, false, fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
+	}
+	be, created, err := backend.OpenDevice(cfg.Backend.Path, d, d, bcfg, backend.DeviceOptions{}, log)
+	if err != nil {
+		d.Close()
+		if errors.Is(err, backend.ErrForeign) || errors.Is(err, backend.ErrOtherFS) {
+			return nil, false, fmt.Errorf("backend %s: %w; nothing was changed — if the device may be overwritten, run: dcache format --yes --backend",
+				cfg.Backend.Path, err)
+		}
+		return nil, false, fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
+	}
+	return be, created, nil
+}
+
 // openStack opens every layer and mounts on mnt (already checked by
 // prepareMountpoint). On error, what was opened is closed again.
 func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack, err error) {
@@ -349,9 +378,9 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 	}
 	s.state("init")
 	var created bool
-	s.be, created, err = backend.Open(backend.OSFS{}, cfg.Backend.Path, backend.Config{SegmentSize: int64(cfg.Flush.SegmentSize)}, logger.WithField("component", "backend"))
+	s.be, created, err = openBackend(cfg, logger)
 	if err != nil {
-		return s, fmt.Errorf("backend %s: %w", cfg.Backend.Path, err)
+		return s, err
 	}
 	if created {
 		s.log.WithField("path", cfg.Backend.Path).Info("created a new backend")

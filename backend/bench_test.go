@@ -21,8 +21,45 @@ func BenchmarkAppendSync(b *testing.B) {
 	for _, batch := range []int{1 << 20, 16 << 20} {
 		name := fmt.Sprintf("64KiB/sync-every-%dMiB", batch>>20)
 		b.Run("store/"+name, func(b *testing.B) { benchStoreAppend(b, batch) })
+		b.Run("device/"+name, func(b *testing.B) { benchDeviceAppend(b, batch) })
 		b.Run("plainfile/"+name, func(b *testing.B) { benchPlainAppend(b, batch) })
 	}
+}
+
+// benchDeviceAppend runs the store on a sparse 4 GiB file used as a device;
+// the oldest segments are removed after a sync to keep the disk use bounded.
+func benchDeviceAppend(b *testing.B, batch int) {
+	path := filepath.Join(b.TempDir(), "dev")
+	if err := os.WriteFile(path, nil, 0o644); err != nil {
+		b.Fatal(err)
+	}
+	if err := os.Truncate(path, 4<<30); err != nil {
+		b.Fatal(err)
+	}
+	d, err := OpenDeviceFile(path)
+	if err != nil {
+		b.Fatal(err)
+	}
+	s, _, err := OpenDevice(path, d, d, Config{}, DeviceOptions{}, nil)
+	if err != nil {
+		d.Close()
+		b.Fatal(err)
+	}
+	defer s.Close()
+	benchAppend(b, batch, func(p []byte, _ int) error {
+		_, err := s.Append(p)
+		return err
+	}, func() error {
+		if err := s.Sync(); err != nil {
+			return err
+		}
+		for segs := s.Segments(); len(segs) > 16; segs = segs[1:] {
+			if err := s.RemoveSegment(segs[0].Number); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
 }
 
 func benchStoreAppend(b *testing.B, batch int) {

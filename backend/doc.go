@@ -5,6 +5,11 @@
 // CreateMeta; recovery reads it back with LoadMeta. The backend knows nothing
 // of the engine's encoding, of FUSE or of the log area.
 //
+// The backend is a directory (Open), or a block device or preallocated file
+// (OpenDevice) holding the same structures at fixed offsets: see device.go
+// for the device layout and superblock, devspace.go for segment slots and
+// their seals, ring.go for the meta ring.
+//
 // # Directory layout
 //
 //	DIR/

@@ -4,7 +4,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"hash/crc32"
-	"path/filepath"
 	"strconv"
 	"strings"
 )
@@ -235,6 +234,4 @@ func parseMetaName(name string) (kind MetaKind, seq uint64, ours, ok bool) {
 // alignUp rounds n up to the next multiple of BlockSize.
 func alignUp(n int64) int64 { return (n + BlockSize - 1) &^ (BlockSize - 1) }
 
-func (s *Store) segmentPath(num uint64) string {
-	return filepath.Join(s.dir, segmentsDir, segmentName(num))
-}
+func (s *Store) segmentPath(num uint64) string { return s.space.path(num) }

@@ -36,7 +36,9 @@ type MetaWriter interface {
 }
 
 // CreateMeta starts a meta file of the given kind and sequence number
-// (sequence numbers start at 1).
+// (sequence numbers start at 1). On a device backend the meta records share
+// one ring and are written one at a time: CreateMeta waits until the
+// previous MetaWriter has committed or aborted.
 func (s *Store) CreateMeta(kind MetaKind, seq uint64) (MetaWriter, error) {
 	if !kind.valid() {
 		return nil, fmt.Errorf("backend: create meta: unknown kind %v", kind)
@@ -46,6 +48,9 @@ func (s *Store) CreateMeta(kind MetaKind, seq uint64) (MetaWriter, error) {
 	}
 	if s.closed.Load() {
 		return nil, ErrClosed
+	}
+	if s.ring != nil {
+		return s.ring.create(kind, seq), nil
 	}
 	final := filepath.Join(s.dir, metaDir, metaName(kind, seq))
 	tmp := final + "." + strconv.FormatUint(s.tmpSeq.Add(1), 10) + tmpExt
@@ -181,6 +186,7 @@ type MetaFile struct {
 
 	s    *Store
 	path string
+	rec  ringRec // on a device: the record in the meta ring
 }
 
 // Open returns a reader of the engine's stream. The CRC is verified when the
@@ -189,6 +195,12 @@ type MetaFile struct {
 // too, reading whatever the caller left unread, so a decoder that stops at
 // the end of its own encoding still learns of corruption.
 func (m *MetaFile) Open() (io.ReadCloser, error) {
+	if m.s.ring != nil {
+		if m.s.closed.Load() {
+			return nil, ErrClosed
+		}
+		return m.s.ring.open(m.path, m.rec)
+	}
 	f, size, sum, err := m.s.openMeta(m.path, m.Kind, m.Seq)
 	if err != nil {
 		return nil, err
@@ -381,6 +393,12 @@ func (s *Store) metaFile(e metaEntry) (*MetaFile, error) {
 // sequence are checked here: a corrupt file or a gap in the deltas is an
 // error, never skipped. Stream CRCs are checked by the readers.
 func (s *Store) LoadMeta() (cp *MetaFile, deltas []*MetaFile, err error) {
+	if s.ring != nil {
+		if s.closed.Load() {
+			return nil, nil, ErrClosed
+		}
+		return s.ring.load(s)
+	}
 	ents, err := s.listMeta()
 	if err != nil {
 		return nil, nil, err
@@ -422,6 +440,12 @@ func (s *Store) LoadMeta() (cp *MetaFile, deltas []*MetaFile, err error) {
 // must exist and pass its header checks, so a wrong number cannot delete the
 // only copy of the metadata.
 func (s *Store) RemoveMetaBefore(seq uint64) error {
+	if s.ring != nil {
+		if s.closed.Load() {
+			return ErrClosed
+		}
+		return s.ring.removeBefore(seq)
+	}
 	path := filepath.Join(s.dir, metaDir, metaName(MetaCheckpoint, seq))
 	if _, err := s.metaFile(metaEntry{kind: MetaCheckpoint, seq: seq, path: path}); err != nil {
 		if errors.Is(err, os.ErrNotExist) {
@@ -451,4 +475,15 @@ func (s *Store) RemoveMetaBefore(seq uint64) error {
 	}
 	s.log.WithFields(logrus.Fields{"checkpoint": seq, "removed": removed}).Debug("old meta removed")
 	return errors.Join(errs...)
+}
+
+// MetaRoom reports the space left for meta records. limited is false for a
+// directory backend, whose meta files take what the filesystem has; on a
+// device the meta ring is fixed, and free is what one more record may take
+// without overwriting the live checkpoint and deltas.
+func (s *Store) MetaRoom() (free int64, limited bool) {
+	if s.ring == nil {
+		return 0, false
+	}
+	return s.ring.room(), true
 }

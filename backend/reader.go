@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	iofs "io/fs"
-	"os"
 	"sync"
 )
 
@@ -215,7 +214,7 @@ func (c *handleCache) acquire(num uint64) (*segHandle, error) {
 
 func (c *handleCache) open(num uint64) (File, error) {
 	path := c.s.segmentPath(num)
-	f, err := c.s.fsys.OpenFile(path, os.O_RDONLY, 0)
+	f, err := c.s.space.open(num)
 	if err != nil {
 		if errors.Is(err, iofs.ErrNotExist) {
 			return nil, &CorruptionError{Path: path, Segment: num, Offset: -1, Reason: "segment file missing", Err: err}

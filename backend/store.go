@@ -78,6 +78,9 @@ type Store struct {
 	uuid  [16]byte
 	segSz int64 // data capacity of a segment, from the superblock
 	lock  io.Closer
+	space segSpace  // where the segments are
+	ring  *metaRing // the meta ring of a device backend; nil for a directory
+	name  string    // the directory or device, for messages
 
 	closed  atomic.Bool
 	tmpSeq  atomic.Uint64 // makes meta temp names unique
@@ -177,26 +180,38 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 			Warn("segment size differs from the backend's; using the backend's")
 	}
 
-	s = &Store{
-		fsys:  fsys,
-		dir:   dir,
+	s = newStore(log, sb.uuid, sb.segmentSize, lock, cfg)
+	s.fsys, s.dir, s.name = fsys, dir, dir
+	s.space = dirSpace{fsys: fsys, dir: filepath.Join(dir, segmentsDir), log: log}
+	if err := s.scan(); err != nil {
+		return nil, false, err
+	}
+	if err := s.removeTemps(); err != nil {
+		return nil, false, err
+	}
+	s.logOpen(fresh)
+	return s, fresh, nil
+}
+
+func newStore(log *logrus.Entry, uuid [16]byte, segSz int64, lock io.Closer, cfg Config) *Store {
+	s := &Store{
 		log:   log,
-		uuid:  sb.uuid,
-		segSz: sb.segmentSize,
+		uuid:  uuid,
+		segSz: segSz,
 		lock:  lock,
 		buf:   make([]byte, 0, cfg.WriteBuffer),
 	}
 	s.handles.init(s, maxOpenSegments)
 	s.vis.sizes = make(map[uint64]int64)
 	s.vis.voided = make(map[uint64]int64)
-	if err := s.scan(); err != nil {
-		return nil, false, err
-	}
-	log.WithFields(logrus.Fields{
-		"uuid": fmt.Sprintf("%x", s.uuid), "created": fresh, "segments": len(s.vis.sizes),
+	return s
+}
+
+func (s *Store) logOpen(created bool) {
+	s.log.WithFields(logrus.Fields{
+		"uuid": fmt.Sprintf("%x", s.uuid), "created": created, "segments": len(s.vis.sizes),
 		"next_segment": s.nextSeg, "segment_size": s.segSz, "pid": os.Getpid(),
 	}).Info("backend open")
-	return s, fresh, nil
 }
 
 // makeDir creates dir and its missing parents, and makes each new entry
@@ -375,30 +390,24 @@ func writeSuperblock(fsys FS, dir string, sb *superblock) error {
 	return nil
 }
 
-// scan learns the existing segments, and removes temp files left by an
-// earlier process (they were never committed).
+// scan learns the existing segments.
 func (s *Store) scan() error {
-	segDir := filepath.Join(s.dir, segmentsDir)
-	ents, err := s.fsys.ReadDir(segDir)
+	segs, err := s.space.list()
 	if err != nil {
-		return fmt.Errorf("backend: list segments: %w", err)
+		return err
 	}
 	var highest uint64
-	for _, e := range ents {
-		num, ok := parseSegmentName(e.Name())
-		if !ok || !e.Type().IsRegular() {
-			s.log.WithField("name", e.Name()).Warn("ignoring unknown entry in segments directory")
-			continue
-		}
-		info, err := e.Info()
-		if err != nil {
-			return fmt.Errorf("backend: stat segment %d: %w", num, err)
-		}
-		s.vis.sizes[num] = info.Size()
+	for num, size := range segs {
+		s.vis.sizes[num] = size
 		highest = max(highest, num)
 	}
 	s.nextSeg = highest + 1
+	return nil
+}
 
+// removeTemps removes temp files left in a backend directory by an earlier
+// process (they were never committed).
+func (s *Store) removeTemps() error {
 	if err := s.fsys.Remove(filepath.Join(s.dir, superblockTmp)); err != nil && !errors.Is(err, iofs.ErrNotExist) {
 		return fmt.Errorf("backend: remove stale %s: %w", superblockTmp, err)
 	}
@@ -424,9 +433,10 @@ func (s *Store) ID() [16]byte { return s.uuid }
 // SegmentSize returns the data capacity of a segment.
 func (s *Store) SegmentSize() int64 { return s.segSz }
 
-// StatFS reports the size and free space of the filesystem holding the backend.
+// StatFS reports the size and free space of the filesystem holding the
+// backend; for a device, the space of its segment slots.
 func (s *Store) StatFS() (total, free, avail uint64, err error) {
-	st, err := s.fsys.StatFS(s.dir)
+	st, err := s.space.statFS()
 	if err != nil {
 		return 0, 0, 0, fmt.Errorf("backend: statfs: %w", err)
 	}
@@ -485,7 +495,7 @@ func (s *Store) RemoveSegment(n uint64) error {
 	if !ok {
 		return fmt.Errorf("backend: remove segment %d: %w", n, iofs.ErrNotExist)
 	}
-	if err := s.fsys.Remove(s.segmentPath(n)); err != nil {
+	if err := s.space.remove(n); err != nil {
 		return fmt.Errorf("backend: remove segment %d: %w", n, err)
 	}
 	s.vis.Lock()
@@ -493,7 +503,7 @@ func (s *Store) RemoveSegment(n uint64) error {
 	delete(s.vis.voided, n)
 	s.vis.Unlock()
 	s.handles.forget(n)
-	if err := s.fsys.SyncDir(filepath.Join(s.dir, segmentsDir)); err != nil {
+	if err := s.space.syncNames(); err != nil {
 		return fmt.Errorf("backend: remove segment %d: sync segments: %w", n, err)
 	}
 	s.log.WithField("segment", n).Debug("segment removed")

@@ -2,7 +2,6 @@ package backend
 
 import (
 	"fmt"
-	"path/filepath"
 
 	"github.com/sirupsen/logrus"
 )
@@ -107,7 +106,7 @@ func (s *Store) syncLocked() error {
 		}
 	}
 	if s.newFile {
-		if err := s.fsys.SyncDir(filepath.Join(s.dir, segmentsDir)); err != nil {
+		if err := s.space.syncNames(); err != nil {
 			return s.failLocked(fmt.Errorf("backend: sync segments directory: %w", err))
 		}
 		s.newFile = false
@@ -165,7 +164,7 @@ func (s *Store) startSegmentLocked() error {
 	// A number whose creation failed is not retried: the failure may have
 	// left a file behind, and Create refuses to reuse a name.
 	s.nextSeg++
-	f, err := s.fsys.Create(s.segmentPath(num))
+	f, err := s.space.create(num)
 	if err != nil {
 		// Nothing was written, but one rule for every failed Append keeps
 		// the caller simple: what it appended since the last Sync is void.
@@ -214,7 +213,7 @@ func (s *Store) failLocked(err error) error {
 			continue
 		}
 		s.handles.forget(w.num)
-		if rerr := s.fsys.Remove(s.segmentPath(w.num)); rerr != nil {
+		if rerr := s.space.remove(w.num); rerr != nil {
 			s.log.WithError(rerr).WithField("segment", w.num).Warn("cannot remove failed empty segment")
 		}
 	}

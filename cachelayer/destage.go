@@ -2,6 +2,7 @@ package cachelayer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
@@ -59,6 +60,10 @@ type pageCopy struct {
 // full-checkpoint policy: a new checkpoint replaces the deltas once they
 // outgrow the last checkpoint (and at least this much).
 const minDeltaBeforeCheckpoint = 16 << 20
+
+// metaRoomMargin is the room kept free in a fixed-size meta space beyond
+// twice the live metadata (see metaRoomShort).
+const metaRoomMargin = 1 << 20
 
 // destage runs one round. persist=false (used while replaying the log)
 // only moves data and keeps everything else for the round after recovery.
@@ -427,9 +432,23 @@ func (e *Engine) repointLiveLocked(r *copied, cutLSN uint64) {
 }
 
 // persistMeta writes the cut as a delta, or as a full checkpoint when
-// there is none yet or the deltas have outgrown the last one.
+// there is none yet, the deltas have outgrown the last one, or the
+// backend's meta space is getting short. A delta that does not fit the
+// backend's fixed meta space (backend.ErrMetaFull) is written again as a
+// checkpoint, which needs no room beyond what metaRoomShort keeps.
 func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
-	full := e.cpSize == 0 || e.deltaSize > max(e.cpSize, minDeltaBeforeCheckpoint)
+	full := e.cpSize == 0 || e.deltaSize > max(e.cpSize, minDeltaBeforeCheckpoint) || e.metaRoomShort()
+	err := e.writeMeta(cut, h, changed, full)
+	if !full && errors.Is(err, backend.ErrMetaFull) {
+		e.log.WithError(err).Info("meta space short for a delta; writing a checkpoint")
+		full = true
+		err = e.writeMeta(cut, h, changed, full)
+	}
+	return err
+}
+
+// writeMeta writes one checkpoint or delta and accounts for it.
+func (e *Engine) writeMeta(cut *meta, h metaHeader, changed changeSet, full bool) error {
 	kind := backend.MetaDelta
 	if full {
 		kind = backend.MetaCheckpoint
@@ -465,6 +484,16 @@ func (e *Engine) persistMeta(cut *meta, h metaHeader, changed changeSet) error {
 		e.stats.Deltas.Add(1)
 	}
 	return nil
+}
+
+// metaRoomShort reports whether the backend's fixed meta space (the meta
+// ring of a device backend) is getting too short to hold, besides the live
+// checkpoint and deltas, one more checkpoint: then the next record must be
+// a full checkpoint, which lets the backend free the deltas. The margin
+// covers the checkpoint's growth, the next delta and record padding.
+func (e *Engine) metaRoomShort() bool {
+	free, limited := e.be.MetaRoom()
+	return limited && free < 2*(e.cpSize+e.deltaSize)+metaRoomMargin
 }
 
 // noteBackendLSN records that the backend holds the effects of every op up

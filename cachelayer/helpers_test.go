@@ -173,7 +173,8 @@ type rig struct {
 	t       testing.TB
 	dir     string
 	cfg     Config
-	segSize int64 // backend segment size; 0: 4 MiB
+	segSize int64  // backend segment size; 0: 4 MiB
+	device  string // when set, the backend is this device file, not dir
 	wal     *memWAL
 	fs      backend.FS // the backend's filesystem (nil: the OS's)
 	be      *backend.Store
@@ -211,7 +212,18 @@ func (r *rig) start() {
 	if fsys == nil {
 		fsys = backend.OSFS{}
 	}
-	be, _, err := backend.Open(fsys, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
+	var be *backend.Store
+	var err error
+	if r.device != "" {
+		var d *backend.DeviceFile
+		if d, err = backend.OpenDeviceFile(r.device); err == nil {
+			if be, _, err = backend.OpenDevice(r.device, d, d, backend.Config{SegmentSize: segSize}, backend.DeviceOptions{}, testLog(r.t)); err != nil {
+				d.Close()
+			}
+		}
+	} else {
+		be, _, err = backend.Open(fsys, r.dir, backend.Config{SegmentSize: segSize}, testLog(r.t))
+	}
 	if err != nil {
 		r.t.Fatalf("open backend: %v", err)
 	}

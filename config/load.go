@@ -272,10 +272,12 @@ func (v *validator) paths() {
 	}
 	used := map[string]string{c.DataDir: "data_dir"}
 	if v.usable("backend.path") {
-		if c.Backend.Path == "" {
+		if c.Backend.Path == "" && c.Backend.Type == BackendDevice {
+			v.fail("backend.path", "must name the block device or file when backend.type is device")
+		} else if c.Backend.Path == "" {
 			c.Backend.Path = filepath.Join(c.DataDir, "backend")
 		}
-		if v.path("backend.path", &c.Backend.Path) && c.Backend.Path != c.DataDir {
+		if c.Backend.Path != "" && v.path("backend.path", &c.Backend.Path) && c.Backend.Path != c.DataDir {
 			used[c.Backend.Path] = "backend.path"
 		}
 	}

@@ -232,6 +232,13 @@ func TestLoadOverrides(t *testing.T) {
 			origins: map[string]string{"log.replicas": "$DCACHE_LOG_REPLICAS", "backend.path": "$DCACHE_BACKEND_PATH"},
 		},
 		{
+			name: "device backend",
+			in:   input{args: []string{"--data-dir", "/srv/dc", "--backend.type", "device", "--backend.path", "/dev/sdb"}},
+			check: func(c *Config) bool {
+				return c.Backend.Type == BackendDevice && c.Backend.Path == "/dev/sdb"
+			},
+		},
+		{
 			name:  "--data_dir works too",
 			in:    input{args: []string{"--data_dir=/srv/dc"}},
 			check: func(c *Config) bool { return c.DataDir == "/srv/dc" },
@@ -369,7 +376,9 @@ func TestLoadErrors(t *testing.T) {
 		{name: "bad enum", in: input{file: "logging:\n  level: warning\n"},
 			want: []string{`logging.level: "warning" is not one of panic, fatal, error, warn, info, debug, trace`}},
 		{name: "bad backend type", in: input{args: []string{"--backend.type", "s3"}},
-			want: []string{`backend.type: "s3" is not one of dir`}},
+			want: []string{`backend.type: "s3" is not one of dir, device`}},
+		{name: "device backend without a path", in: input{args: []string{"--backend.type", "device"}},
+			want: []string{`backend.path: must name the block device or file when backend.type is device`}, n: 1},
 		{name: "bad sync", in: input{file: "log:\n  sync: never\n"},
 			want: []string{`log.sync: "never" is not one of fsync, always, interval`}},
 		{name: "stats dir name with a slash", in: input{args: []string{"--stats.dir_name", "a/b"}},

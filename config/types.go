@@ -77,7 +77,7 @@ type Flush struct {
 // Backend is where destaged data lives.
 type Backend struct {
 	Type BackendType
-	Path string // absolute; defaults to DataDir/backend
+	Path string // absolute; a directory defaults to DataDir/backend, a device has no default
 	// CleanThreshold is the live fraction below which a segment is
 	// cleaned; 0 disables cleaning.
 	CleanThreshold float64
@@ -149,7 +149,8 @@ type BackendType string
 
 // Backend types.
 const (
-	BackendDir BackendType = "dir" // a directory of segment files
+	BackendDir    BackendType = "dir"    // a directory of segment files
+	BackendDevice BackendType = "device" // a block device, or a preallocated file used as one
 )
 
 // ReplicaType is the kind of device that holds a log replica.

@@ -1,16 +1,8 @@
-//go:build dcache_device_wip
-
-// Work in progress: the block-device backend (backend.type: device). Not
-// part of the build: compile and test it with -tags dcache_device_wip.
-//
-// What is here: the device layout, its superblock (two copies), the probe
-// that tells an empty device from a dcache device from foreign content, the
-// explicit format, and the scan that finds the segments in their slots.
-// What is missing before it can be wired in (see the report in the commit):
-// the meta ring (CreateMeta/LoadMeta/RemoveMetaBefore on the meta region),
-// and running Store's Append/Sync/Read/RemoveSegment over slots instead of
-// files (a segment-space interface under Store, implemented by the
-// directory and by the device).
+// The block-device backend (backend.type: device): the segments and the
+// metadata of a backend directory at fixed offsets of a block device, or of
+// a regular file used as one. OpenDevice opens it; the Store API is the
+// same as for a directory. Segment slots and their seals are in
+// devspace.go, the meta ring in ring.go.
 //
 // # Device layout
 //
@@ -49,15 +41,16 @@
 //
 // # Refusing foreign content
 //
-// OpenDevice refuses, writing nothing: a device whose first 64 KiB are not
+// OpenDevice refuses, writing nothing: a device whose first 68 KiB are not
 // all zero and hold no dcache superblock (ErrForeign, naming a recognised
 // signature: ext2/3/4, XFS, btrfs, LUKS, a dcache log replica, a partition
 // table), a superblock of another version (ErrVersion), and a dcache device
 // of another filesystem uuid when the caller expects one (ErrOtherFS). A
-// device that is all zeros is formatted. FormatDevice writes a fresh device
-// whatever it holds; `dcache format --backend` is meant to call it, the only
-// way to reuse a device, consistent with how `dcache format` treats log
-// replicas.
+// device whose first 68 KiB are all zeros is taken as empty and formatted
+// (only those bytes are looked at: data further in, behind a zeroed start,
+// is not detected). FormatDevice writes a fresh device whatever it holds;
+// `dcache format --yes --backend` calls it, the only way to reuse a device,
+// consistent with how `dcache format` treats log replicas.
 package backend
 
 import (
@@ -90,7 +83,7 @@ const (
 	devMagic    = "DCBKDEVS"
 	devSBLen    = 128
 	devSBCopies = 2
-	devProbeLen = 64 << 10
+	devProbeLen = 68 << 10 // the btrfs superblock is at 64 KiB
 	devMetaOff  = devSBCopies * BlockSize
 	minDevSlots = 2
 )
@@ -208,6 +201,7 @@ var signatures = []struct {
 	{0, []byte("XFSB"), "an XFS filesystem"},
 	{0, []byte("LUKS\xba\xbe"), "a LUKS volume"},
 	{0, []byte("DCLOGSB\x00"), "a dcache log replica"},
+	{65536 + 64, []byte("_BHRfS_M"), "a btrfs filesystem"},
 	{510, []byte{0x55, 0xaa}, "a partition table or boot sector"},
 }
 

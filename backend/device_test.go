@@ -1,5 +1,3 @@
-//go:build dcache_device_wip
-
 package backend
 
 import (
@@ -63,6 +61,7 @@ func TestDeviceRefusesForeignContent(t *testing.T) {
 	}{
 		{"ext4", 1080, []byte{0x53, 0xef}, ErrForeign, "ext2/3/4"},
 		{"xfs", 0, []byte("XFSB"), ErrForeign, "XFS"},
+		{"btrfs", 65536 + 64, []byte("_BHRfS_M"), ErrForeign, "btrfs"},
 		{"dcache log", 0, []byte("DCLOGSB\x00"), ErrForeign, "log replica"},
 		{"random bytes", 9000, []byte{1, 2, 3}, ErrForeign, "offset 9000"},
 	}
