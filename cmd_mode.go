@@ -11,12 +11,9 @@ import (
 	"github.com/dcache/dcache/cachelayer"
 )
 
-// controlDir is the name of the control directory at a mount's root.
-const controlDir = ".dcache"
-
 func modeCmd() *cobra.Command {
 	var flush bool
-	var ctl string
+	var dirName *string
 	cmd := &cobra.Command{
 		Use:   "mode MOUNTPOINT MODE",
 		Short: "Change the cache mode of a live mount: write-back, write-through or write-around",
@@ -27,14 +24,19 @@ dirty is then destaged, so that after switching away from write-back no data
 is held only by the cache and the log.
 
 The command writes the mode's name to MOUNTPOINT/.dcache/mode and, with
---flush, "all" to MOUNTPOINT/.dcache/flush; a shell can do the same.`,
+--flush, "all" to MOUNTPOINT/.dcache/flush; a shell can do the same.
+--dir-name names the directory when stats.dir_name is not .dcache.`,
 		Args: exactArgs(2, "MOUNTPOINT and MODE"),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			mnt, err := dcacheMount(args[0])
 			if err != nil {
 				return err
 			}
-			if err := setMode(filepath.Join(mnt, ctl), args[1], flush); err != nil {
+			ctl, err := ctlDir(mnt, *dirName)
+			if err != nil {
+				return err
+			}
+			if err := setMode(ctl, args[1], flush); err != nil {
 				return err
 			}
 			fmt.Printf("dcache: %s is now %s\n", mnt, args[1])
@@ -42,7 +44,7 @@ The command writes the mode's name to MOUNTPOINT/.dcache/mode and, with
 		},
 	}
 	cmd.Flags().BoolVar(&flush, "flush", false, "destage everything dirty after switching")
-	cmd.Flags().StringVar(&ctl, "control-dir", controlDir, "name of the mount's control directory")
+	dirName = statsDirFlag(cmd)
 	return cmd
 }
 
