@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math"
 	"math/rand"
 	"os"
 	"path/filepath"
@@ -20,20 +21,7 @@ import (
 func dropCleanPages(e *Engine, ino Ino) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	var refs []pageRef
-	e.pages.Ascend(pageRef{Ino: ino}, func(r pageRef) bool {
-		if r.Ino != ino {
-			return false
-		}
-		if !r.Dirty {
-			refs = append(refs, r)
-		}
-		return true
-	})
-	for _, r := range refs {
-		e.pages.Delete(r)
-		e.pool.release(r.Page)
-	}
+	e.invalidateCleanLocked(ino, 0, math.MaxUint64-BlockSize)
 }
 
 // cleanWorld drives an engine with files whose contents a model keeps.
