@@ -92,11 +92,7 @@ func OpenDevice(name string, dev Device, closer io.Closer, cfg Config, opt Devic
 	if err != nil {
 		return nil, false, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log = orDiscard(log)
 	log = log.WithField("device", name)
 	l, created, err := openDeviceLayout(name, dev, cfg.SegmentSize, opt.Expect)
 	if err != nil {

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -371,7 +372,7 @@ func (s *Store) listMeta() ([]metaEntry, error) {
 		out = append(out, metaEntry{kind: kind, seq: seq, path: filepath.Join(mdir, name)})
 	}
 	slices.SortFunc(out, func(a, b metaEntry) int {
-		if c := cmpUint64(a.seq, b.seq); c != 0 {
+		if c := cmp.Compare(a.seq, b.seq); c != 0 {
 			return c
 		}
 		return int(a.kind) - int(b.kind)

@@ -2,6 +2,7 @@ package backend
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"hash/crc32"
@@ -219,7 +220,7 @@ func loadMetaRing(name string, dev Device, l *devLayout, log *logrus.Entry) (*me
 	// been written over since (they survive only where a later record's
 	// header was torn).
 	all = slices.DeleteFunc(all, func(rec ringRec) bool { return r.head > r.size && rec.off < r.head-r.size })
-	slices.SortFunc(all, func(a, b ringRec) int { return cmpUint64(a.off, b.off) })
+	slices.SortFunc(all, func(a, b ringRec) int { return cmp.Compare(a.off, b.off) })
 	r.live = selectLive(all)
 	log.WithFields(logrus.Fields{"records": len(all), "live": len(r.live), "head": r.head}).Debug("meta ring loaded")
 	return r, nil
@@ -252,7 +253,7 @@ func selectLive(all []ringRec) []ringRec {
 	for _, rec := range latest {
 		live = append(live, rec)
 	}
-	slices.SortFunc(live, func(a, b ringRec) int { return cmpUint64(a.off, b.off) })
+	slices.SortFunc(live, func(a, b ringRec) int { return cmp.Compare(a.off, b.off) })
 	return live
 }
 

@@ -1,6 +1,7 @@
 package backend
 
 import (
+	"cmp"
 	"crypto/rand"
 	"errors"
 	"fmt"
@@ -123,11 +124,7 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 	if err != nil {
 		return nil, false, err
 	}
-	if log == nil {
-		l := logrus.New()
-		l.SetOutput(io.Discard)
-		log = logrus.NewEntry(l)
-	}
+	log = orDiscard(log)
 	log = log.WithField("dir", dir)
 
 	// Look before locking: taking the lock writes the lock file, and a
@@ -458,18 +455,8 @@ func (s *Store) Segments() []SegmentInfo {
 		out = append(out, SegmentInfo{Number: n, Size: sz, Active: n == s.vis.activeNo})
 	}
 	s.vis.RUnlock()
-	slices.SortFunc(out, func(a, b SegmentInfo) int { return cmpUint64(a.Number, b.Number) })
+	slices.SortFunc(out, func(a, b SegmentInfo) int { return cmp.Compare(a.Number, b.Number) })
 	return out
-}
-
-func cmpUint64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // RemoveSegment deletes segment n. The caller guarantees that no live
@@ -536,4 +523,14 @@ func (s *Store) Close() error {
 	}
 	s.log.Info("backend closed")
 	return nil
+}
+
+// orDiscard returns log, or a logger that drops everything when log is nil.
+func orDiscard(log *logrus.Entry) *logrus.Entry {
+	if log != nil {
+		return log
+	}
+	l := logrus.New()
+	l.SetOutput(io.Discard)
+	return logrus.NewEntry(l)
 }

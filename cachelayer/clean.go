@@ -1,6 +1,7 @@
 package cachelayer
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"slices"
@@ -261,7 +262,7 @@ func (e *Engine) pickVictimsLocked(segs []backend.SegmentInfo) []victim {
 			}
 			return 1
 		}
-		return cmpU64(a.num, b.num)
+		return cmp.Compare(a.num, b.num)
 	})
 	var out []victim
 	var moving int64
@@ -278,16 +279,6 @@ func (e *Engine) pickVictimsLocked(segs []backend.SegmentInfo) []victim {
 		out = append(out, c.victim)
 	}
 	return out
-}
-
-func cmpU64(a, b uint64) int {
-	switch {
-	case a < b:
-		return -1
-	case a > b:
-		return 1
-	}
-	return 0
 }
 
 // move is one live extent being copied into a new record.

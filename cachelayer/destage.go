@@ -1,6 +1,7 @@
 package cachelayer
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -141,18 +142,10 @@ func (e *Engine) destageOnlyLocked(ctx context.Context, scope destageScope, pers
 		return scope == destageStream || only != nil
 	})
 	slices.SortFunc(picks, func(a, b blockKey) int {
-		if a.ino != b.ino {
-			if a.ino < b.ino {
-				return -1
-			}
-			return 1
+		if c := cmp.Compare(a.ino, b.ino); c != 0 {
+			return c
 		}
-		if a.blk < b.blk {
-			return -1
-		} else if a.blk > b.blk {
-			return 1
-		}
-		return 0
+		return cmp.Compare(a.blk, b.blk)
 	})
 
 	giveBack := func() {
