@@ -89,19 +89,7 @@ func (w *metaWriter) Write(p []byte) (int, error) {
 	}
 	w.sum = crc32.Update(w.sum, castagnoli, p)
 	w.n += uint64(len(p))
-	written := 0
-	for len(p) > 0 {
-		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
-		w.buf = w.buf[:len(w.buf)+k]
-		p = p[k:]
-		written += k
-		if len(w.buf) == cap(w.buf) {
-			if err := w.flush(); err != nil {
-				return written, err
-			}
-		}
-	}
-	return written, nil
+	return bufferedWrite(&w.buf, p, w.flush)
 }
 
 func (w *metaWriter) flush() error {
@@ -487,4 +475,22 @@ func (s *Store) MetaRoom() (free int64, limited bool) {
 		return 0, false
 	}
 	return s.ring.room(), true
+}
+
+// bufferedWrite copies p into *buf, calling flush (which empties *buf)
+// whenever the buffer is full, and returns how many bytes it took.
+func bufferedWrite(buf *[]byte, p []byte, flush func() error) (int, error) {
+	written := 0
+	for len(p) > 0 {
+		k := copy((*buf)[len(*buf):cap(*buf)], p)
+		*buf = (*buf)[:len(*buf)+k]
+		p = p[k:]
+		written += k
+		if len(*buf) == cap(*buf) {
+			if err := flush(); err != nil {
+				return written, err
+			}
+		}
+	}
+	return written, nil
 }

@@ -283,19 +283,7 @@ func (w *ringWriter) Write(p []byte) (int, error) {
 	}
 	w.rec.sum = crc32.Update(w.rec.sum, castagnoli, p)
 	w.rec.n += int64(len(p))
-	written := 0
-	for len(p) > 0 {
-		k := copy(w.buf[len(w.buf):cap(w.buf)], p)
-		w.buf = w.buf[:len(w.buf)+k]
-		p = p[k:]
-		written += k
-		if len(w.buf) == cap(w.buf) {
-			if err := w.flush(); err != nil {
-				return written, err
-			}
-		}
-	}
-	return written, nil
+	return bufferedWrite(&w.buf, p, w.flush)
 }
 
 // flush writes the buffer (padded to 4 KiB when it is the last piece)
