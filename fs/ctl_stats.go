@@ -201,8 +201,8 @@ type opSample struct {
 func (f *FS) takeSample() sample {
 	var s sample
 	for i := range s.ops {
-		o := &f.stats.ops[i]
-		s.ops[i] = opSample{count: o.count.Load(), bytes: o.bytes.Load(), lat: o.lat.Snapshot()}
+		h := f.stats.snapshot(op(i))
+		s.ops[i] = opSample{count: h.Count, bytes: h.Amount, lat: h}
 	}
 	es := f.eng.Stats()
 	s.written, s.read = es.BytesWritten.Load(), es.BytesRead.Load()
@@ -585,8 +585,8 @@ type OpStat struct {
 func (f *FS) OpStats() []OpStat {
 	out := make([]OpStat, numOps)
 	for i := range out {
-		o := &f.stats.ops[i]
-		out[i] = OpStat{Name: op(i).String(), Count: o.count.Load(), Bytes: o.bytes.Load(), Latency: o.lat.Snapshot()}
+		h := f.stats.snapshot(op(i))
+		out[i] = OpStat{Name: op(i).String(), Count: h.Count, Bytes: h.Amount, Latency: h}
 	}
 	return out
 }

@@ -3,6 +3,7 @@ package fs
 import (
 	"context"
 	"time"
+	"unsafe"
 
 	"github.com/dcache/dcache/internal/inflight"
 	"github.com/dcache/dcache/internal/metrics"
@@ -56,17 +57,31 @@ func (o op) String() string {
 	return "unknown"
 }
 
-// opStat is one request kind's counters.
+// opStat is one request kind's counters: the latency histogram, which
+// also counts the requests and sums the data bytes they moved. Padded to
+// whole cache lines, so that the histogram's hot line (see
+// metrics.Histogram) is not shared with another kind's.
 type opStat struct {
-	count metrics.Counter
-	bytes metrics.Counter // data bytes read or written
-	lat   metrics.Histogram
+	lat metrics.Histogram
+	_   [64 - unsafe.Sizeof(metrics.Histogram{})%64]byte
 }
 
-// opStats are the filesystem layer's counters and its in-flight table.
+// opStats are the filesystem layer's counters and its in-flight table,
+// in shards: a request writes the shard its CPU picked (metrics.Affinity),
+// so that the counters' lines do not move between CPUs on every request.
 type opStats struct {
-	ops [numOps]opStat
-	tab *inflight.Table
+	aff    *metrics.Affinity
+	shards [][numOps]opStat
+	tab    *inflight.Table
+}
+
+// snapshot returns one request kind's figures, summed over the shards.
+func (s *opStats) snapshot(o op) metrics.HistSnapshot {
+	var h metrics.HistSnapshot
+	for i := range s.shards {
+		h.Merge(s.shards[i][o].lat.Snapshot())
+	}
+	return h
 }
 
 // maxInflight sizes the in-flight table: the kernel sends at most
@@ -74,7 +89,10 @@ type opStats struct {
 // a synchronous call.
 const maxInflight = 512
 
-func newOpStats() *opStats { return &opStats{tab: inflight.NewTable(maxInflight)} }
+func newOpStats() *opStats {
+	n := metrics.DefaultShards()
+	return &opStats{aff: metrics.NewAffinity(n), shards: make([][numOps]opStat, n), tab: inflight.NewTable(maxInflight, n)}
+}
 
 // req is one request being served.
 type req struct {
@@ -82,6 +100,7 @@ type req struct {
 	slot  *inflight.Slot
 	start int64
 	op    op
+	shard uint8
 }
 
 // begin starts tracking a request: it is counted, timed and listed in
@@ -92,8 +111,9 @@ func (f *FS) begin(o op, ino, off uint64, cancel <-chan struct{}) req {
 		return req{ctx: cancelCtx(cancel)}
 	}
 	now := inflight.Now()
-	r := req{start: now, op: o, ctx: cancelCtx(cancel)}
-	if s := f.stats.tab.Begin(uint32(o), ino, off, now); s != nil {
+	shard := f.stats.aff.Pick()
+	r := req{start: now, op: o, shard: uint8(shard), ctx: cancelCtx(cancel)}
+	if s := f.stats.tab.Begin(shard, uint32(o), ino, off, now); s != nil {
 		r.slot = s
 		r.ctx = s.Bind(cancel)
 	}
@@ -106,10 +126,5 @@ func (f *FS) end(r *req, bytes int64) {
 		return
 	}
 	f.stats.tab.End(r.slot)
-	st := &f.stats.ops[r.op]
-	st.count.Add(1)
-	if bytes > 0 {
-		st.bytes.Add(bytes)
-	}
-	st.lat.Observe(time.Duration(inflight.Now() - r.start))
+	f.stats.shards[r.shard][r.op].lat.ObserveN(time.Duration(inflight.Now()-r.start), max(bytes, 0))
 }

@@ -4,12 +4,14 @@ import (
 	"context"
 	"testing"
 	"time"
+
+	"github.com/dcache/dcache/internal/metrics"
 )
 
 func TestTableStagesAndAge(t *testing.T) {
-	tab := NewTable(4)
-	old := tab.Begin(7, 42, 4096, Now()-int64(10*time.Second))
-	young := tab.Begin(8, 43, 0, Now())
+	tab := NewTable(4, 2)
+	old := tab.Begin(0, 7, 42, 4096, Now()-int64(10*time.Second))
+	young := tab.Begin(1, 8, 43, 0, Now())
 	now := time.Now()
 	if old == nil || young == nil {
 		t.Fatal("a table for 4 requests refused the second")
@@ -63,23 +65,51 @@ func TestStageString(t *testing.T) {
 }
 
 func TestTableFull(t *testing.T) {
-	tab := NewTable(1) // two slots
+	tab := NewTable(1, 2) // two shards of 16 slots
 	var held []*Slot
 	for i := 0; i < 100; i++ {
-		if s := tab.Begin(1, 1, 0, 1); s != nil {
+		// Every request asks for shard 1: once it is full, they spill
+		// into shard 0.
+		if s := tab.Begin(1, 1, 0, 0, 1); s != nil {
 			held = append(held, s)
 		}
 	}
-	if len(held) != 2 || tab.Overflow() != 98 {
-		t.Errorf("held %d, overflow %d; want 2 and 98", len(held), tab.Overflow())
+	if len(held) != 32 || tab.Overflow() != 68 {
+		t.Errorf("held %d, overflow %d; want 32 and 68", len(held), tab.Overflow())
+	}
+	seen := map[*Slot]bool{}
+	for _, s := range held {
+		if seen[s] {
+			t.Fatalf("slot %p handed out twice", s)
+		}
+		seen[s] = true
+	}
+	tab.End(held[5])
+	if s := tab.Begin(1, 1, 0, 0, 1); s != held[5] {
+		t.Errorf("the one free slot was not found")
+	}
+}
+
+func TestTableReusesSlotFreedLast(t *testing.T) {
+	tab := NewTable(64, 4)
+	a := tab.Begin(2, 1, 0, 0, 1)
+	b := tab.Begin(2, 1, 0, 0, 1)
+	tab.End(b)
+	if c := tab.Begin(2, 1, 0, 0, 1); c != b {
+		t.Errorf("the shard's slot freed last was not reused")
+	}
+	tab.End(a)
+	if c := tab.Begin(2, 1, 0, 0, 1); c != a {
+		t.Errorf("the shard's slot freed last was not reused")
 	}
 }
 
 func BenchmarkBeginEnd(b *testing.B) {
-	tab := NewTable(256)
+	tab := NewTable(256, metrics.DefaultShards())
+	aff := metrics.NewAffinity(metrics.DefaultShards())
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			s := tab.Begin(1, 2, 3, 4)
+			s := tab.Begin(aff.Pick(), 1, 2, 3, 4)
 			s.SetStage(StageCache)
 			tab.End(s)
 		}

@@ -73,25 +73,38 @@ func BucketUpper(i int) float64 {
 }
 
 // Histogram records durations in fixed power-of-two buckets, with their
-// count, sum and maximum.
+// count, sum and maximum, and an amount that goes with each observation
+// (the bytes a request moved). The sum, maximum, amount and the buckets
+// of durations under 32 µs share the histogram's first cache line, so
+// that recording a fast request touches one line; allocate histograms
+// 64-byte aligned (in an array of structs padded to 64 bytes) to keep it so.
 type Histogram struct {
-	b   [Buckets]atomic.Int64
-	sum atomic.Int64
-	max atomic.Int64
+	sum    atomic.Int64
+	max    atomic.Int64
+	amount atomic.Int64
+	b      [Buckets]atomic.Int64
 }
 
 // Observe records one duration.
-func (h *Histogram) Observe(d time.Duration) {
+func (h *Histogram) Observe(d time.Duration) { h.ObserveN(d, 0) }
+
+// ObserveN records one duration and the amount that went with it.
+func (h *Histogram) ObserveN(d time.Duration, n int64) {
 	ns := int64(d)
 	if ns < 0 {
 		ns = 0
 	}
 	h.b[bucketOf(ns)].Add(1)
 	h.sum.Add(ns)
-	for {
-		m := h.max.Load()
-		if ns <= m || h.max.CompareAndSwap(m, ns) {
-			return
+	if n != 0 {
+		h.amount.Add(n)
+	}
+	if ns > h.max.Load() {
+		for {
+			m := h.max.Load()
+			if ns <= m || h.max.CompareAndSwap(m, ns) {
+				return
+			}
 		}
 	}
 }
@@ -105,6 +118,7 @@ func (h *Histogram) Snapshot() HistSnapshot {
 	}
 	s.Sum = h.sum.Load()
 	s.Max = h.max.Load()
+	s.Amount = h.amount.Load()
 	return s
 }
 
@@ -115,6 +129,18 @@ type HistSnapshot struct {
 	Count   int64
 	Sum     int64 // ns
 	Max     int64 // ns; for a difference, the upper bound of the highest bucket used
+	Amount  int64 // sum of the amounts given to ObserveN
+}
+
+// Merge adds o's figures to s (the shards of one histogram).
+func (s *HistSnapshot) Merge(o HistSnapshot) {
+	for i := range s.Buckets {
+		s.Buckets[i] += o.Buckets[i]
+	}
+	s.Count += o.Count
+	s.Sum += o.Sum
+	s.Max = max(s.Max, o.Max)
+	s.Amount += o.Amount
 }
 
 // Sub returns the histogram of what was observed between old and s.
@@ -129,6 +155,7 @@ func (s HistSnapshot) Sub(old HistSnapshot) HistSnapshot {
 		}
 	}
 	d.Sum = s.Sum - old.Sum
+	d.Amount = s.Amount - old.Amount
 	if top >= 0 {
 		// The true maximum of the window is not known; the bucket's bound
 		// is, capped by the all-time maximum.

@@ -117,3 +117,48 @@ func BenchmarkHistogramParallel(b *testing.B) {
 		}
 	})
 }
+
+func TestHistogramAmountAndMerge(t *testing.T) {
+	var a, b Histogram
+	a.ObserveN(10*time.Microsecond, 4096)
+	a.ObserveN(20*time.Microsecond, 8192)
+	b.ObserveN(time.Millisecond, 100)
+	b.Observe(time.Microsecond) // no amount
+	s := a.Snapshot()
+	s.Merge(b.Snapshot())
+	if s.Count != 4 || s.Amount != 4096+8192+100 || s.Max != int64(time.Millisecond) ||
+		s.Sum != int64(10*time.Microsecond+20*time.Microsecond+time.Millisecond+time.Microsecond) {
+		t.Errorf("merged snapshot %+v", s)
+	}
+	if d := s.Sub(a.Snapshot()); d.Count != 2 || d.Amount != 100 {
+		t.Errorf("difference %+v, want 2 observations and amount 100", d)
+	}
+}
+
+func TestAffinity(t *testing.T) {
+	if n := DefaultShards(); n < 2 || n > maxShards {
+		t.Errorf("DefaultShards() = %d", n)
+	}
+	a := NewAffinity(3)
+	seen := map[int]int{}
+	for range 1000 {
+		i := a.Pick()
+		if i < 0 || i >= 3 {
+			t.Fatalf("Pick returned %d, outside [0,3)", i)
+		}
+		seen[i]++
+	}
+	// Without garbage collections in between, one goroutine on one
+	// processor keeps its shard. (The race detector's pool drops items at
+	// random, so there the shard changes every few picks.)
+	if raceEnabled {
+		return
+	}
+	best := 0
+	for _, n := range seen {
+		best = max(best, n)
+	}
+	if best < 500 {
+		t.Errorf("picks spread over shards %v; want one shard to dominate", seen)
+	}
+}
