@@ -231,7 +231,11 @@ type Engine struct {
 	stats Stats
 
 	// objLogs tracks objects with records in the log (under mu).
-	objLogs map[Ino]objLog
+	objLogs map[Ino]*objLog
+	// lastObjIno and lastObjLog are the entry noteLogLocked touched last
+	// (nil when none or deleted).
+	lastObjIno Ino
+	lastObjLog *objLog
 	// The running destage round, for Progress: its start (unix ns, 0 when
 	// none), the bytes it copies out and those already appended.
 	roundStart, roundTotal, roundDone atomic.Int64

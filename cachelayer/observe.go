@@ -27,13 +27,19 @@ func (e *Engine) noteLogLocked(ino Ino, lsn uint64) {
 	if !trackObjects {
 		return
 	}
-	o, ok := e.objLogs[ino]
-	if !ok {
-		e.objLogs[ino] = objLog{first: lsn, last: lsn}
+	// Ops come in runs on one object (a file being written): the entry
+	// of the last one is kept at hand, sparing the map lookup.
+	if o := e.lastObjLog; o != nil && e.lastObjIno == ino {
+		o.last = lsn
 		return
 	}
+	o, ok := e.objLogs[ino]
+	if !ok {
+		o = &objLog{first: lsn}
+		e.objLogs[ino] = o
+	}
 	o.last = lsn
-	e.objLogs[ino] = o
+	e.lastObjIno, e.lastObjLog = ino, o
 }
 
 // noteAttemptLocked counts a destage round taking the dirty pages of the
@@ -45,7 +51,6 @@ func (e *Engine) noteAttemptLocked(picks []blockKey) {
 		}
 		if o, ok := e.objLogs[k.ino]; ok {
 			o.attempts++
-			e.objLogs[k.ino] = o
 		}
 	}
 }
@@ -58,7 +63,6 @@ func (e *Engine) noteFailureLocked(picks []blockKey, err error) {
 		}
 		if o, ok := e.objLogs[k.ino]; ok {
 			o.lastErr = err.Error()
-			e.objLogs[k.ino] = o
 		}
 	}
 }
@@ -68,11 +72,13 @@ func (e *Engine) noteTrimLocked(lsn uint64) {
 	for ino, o := range e.objLogs {
 		if o.last <= lsn {
 			delete(e.objLogs, ino)
+			if o == e.lastObjLog {
+				e.lastObjLog = nil
+			}
 			continue
 		}
 		if o.first <= lsn {
 			o.first = lsn + 1
-			e.objLogs[ino] = o
 		}
 	}
 }

@@ -35,7 +35,7 @@ func Open(cfg Config, be *backend.Store, wal WAL, log *logrus.Entry) (*Engine, e
 		dirtyQ:  btree.NewBTreeGOptions(dirtyKeyLess, treeOpts),
 		pool:    p,
 		refs:    make(map[Ino]int32),
-		objLogs: make(map[Ino]objLog),
+		objLogs: make(map[Ino]*objLog),
 		changed: newChangeSet(),
 		streams: make(map[Ino]streamPos),
 		roomCh:  make(chan struct{}),
