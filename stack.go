@@ -335,7 +335,7 @@ func logConfig(cfg *config.Config) logarea.Config {
 // missing or empty, or a device, formatted when all zeros and refused when
 // it holds anything else.
 func openBackend(cfg *config.Config, logger *logrus.Logger) (*backend.Store, bool, error) {
-	bcfg := backend.Config{SegmentSize: int64(cfg.Flush.SegmentSize)}
+	bcfg := backend.Config{SegmentSize: int64(cfg.Flush.SegmentSize), Buffered: !cfg.Backend.DirectIO}
 	log := logger.WithField("component", "backend")
 	if cfg.Backend.Type != config.BackendDevice {
 		be, created, err := backend.Open(backend.OSFS{}, cfg.Backend.Path, bcfg, log)

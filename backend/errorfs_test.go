@@ -96,7 +96,11 @@ func (e *errFS) Create(name string) (File, error) {
 }
 
 func (e *errFS) OpenFile(name string, flag int, perm os.FileMode) (File, error) {
-	if err := e.inj.fail(opOpen, "open", name); err != nil {
+	o, what := opOpen, "open"
+	if flag&os.O_CREATE != 0 { // segments are created this way, for O_DIRECT
+		o, what = opCreate, "create"
+	}
+	if err := e.inj.fail(o, what, name); err != nil {
 		return nil, err
 	}
 	f, err := e.FS.OpenFile(name, flag, perm)

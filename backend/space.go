@@ -1,9 +1,12 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
+	iofs "io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"github.com/sirupsen/logrus"
 )
@@ -35,13 +38,39 @@ type dirSpace struct {
 	fsys FS
 	dir  string // DIR/segments
 	log  *logrus.Entry
+	// direct, when set and true, opens new segments for direct I/O; it
+	// turns false for good when the filesystem refuses it.
+	direct *bool
 }
 
 var _ segSpace = dirSpace{}
 
 func (d dirSpace) path(num uint64) string { return filepath.Join(d.dir, segmentName(num)) }
 
-func (d dirSpace) create(num uint64) (File, error) { return d.fsys.Create(d.path(num)) }
+// create makes segment num. With direct I/O, segments are written past the
+// page cache: a segment's data is in the DRAM cache already, goes to the
+// backend once, in large aligned writes (the write buffer), and is read
+// again only after eviction; copying it into the page cache as well costs
+// a copy and memory the cache could use, and makes the next sync write
+// it all at once.
+func (d dirSpace) create(num uint64) (File, error) {
+	if d.direct == nil || !*d.direct {
+		return d.fsys.Create(d.path(num))
+	}
+	f, err := d.fsys.OpenFile(d.path(num), os.O_RDWR|os.O_CREATE|os.O_EXCL|syscall.O_DIRECT, 0o644)
+	if !errors.Is(err, syscall.EINVAL) {
+		return f, err
+	}
+	// The filesystem does not do direct I/O (tmpfs before Linux 6.6, some
+	// FUSE filesystems). Linux checks O_DIRECT after creating the file, so
+	// an empty file may be left: it goes before the buffered create.
+	*d.direct = false
+	d.log.WithError(err).Warn("the backend's filesystem refuses direct I/O; writing segments through the page cache")
+	if rerr := d.fsys.Remove(d.path(num)); rerr != nil && !errors.Is(rerr, iofs.ErrNotExist) {
+		return nil, rerr
+	}
+	return d.fsys.Create(d.path(num))
+}
 
 func (d dirSpace) open(num uint64) (File, error) { return d.fsys.OpenFile(d.path(num), os.O_RDONLY, 0) }
 

@@ -16,6 +16,7 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/sirupsen/logrus"
 )
@@ -45,6 +46,18 @@ type Config struct {
 	// WriteBuffer is the size of the write buffer through which Append
 	// writes segments. Default 4 MiB; a multiple of 4 KiB in [1 MiB, 256 MiB].
 	WriteBuffer int
+	// Buffered writes a directory backend's segments through the page
+	// cache instead of with direct I/O (see dirSpace.create). Direct I/O
+	// falls back to buffered by itself on a filesystem that refuses it.
+	Buffered bool
+}
+
+// alignedBuf returns an empty buffer of capacity n whose first byte is
+// BlockSize-aligned in memory, as direct I/O requires.
+func alignedBuf(n int) []byte {
+	b := make([]byte, n+BlockSize)
+	off := int(-uintptr(unsafe.Pointer(&b[0])) & (BlockSize - 1))
+	return b[off : off : off+n]
 }
 
 func checkSegmentSize(n int64) error {
@@ -179,7 +192,8 @@ func Open(fsys FS, dir string, cfg Config, log *logrus.Entry) (s *Store, created
 
 	s = newStore(log, sb.uuid, sb.segmentSize, lock, cfg)
 	s.fsys, s.dir, s.name = fsys, dir, dir
-	s.space = dirSpace{fsys: fsys, dir: filepath.Join(dir, segmentsDir), log: log}
+	direct := !cfg.Buffered
+	s.space = dirSpace{fsys: fsys, dir: filepath.Join(dir, segmentsDir), log: log, direct: &direct}
 	if err := s.scan(); err != nil {
 		return nil, false, err
 	}
@@ -196,7 +210,7 @@ func newStore(log *logrus.Entry, uuid [16]byte, segSz int64, lock io.Closer, cfg
 		uuid:  uuid,
 		segSz: segSz,
 		lock:  lock,
-		buf:   make([]byte, 0, cfg.WriteBuffer),
+		buf:   alignedBuf(cfg.WriteBuffer),
 	}
 	s.handles.init(s, maxOpenSegments)
 	s.vis.sizes = make(map[uint64]int64)

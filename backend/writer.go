@@ -1,7 +1,9 @@
 package backend
 
 import (
+	"errors"
 	"fmt"
+	"sync"
 
 	"github.com/sirupsen/logrus"
 )
@@ -95,15 +97,26 @@ func (s *Store) syncLocked() error {
 	if err := s.flushLocked(); err != nil {
 		return err
 	}
-	for _, w := range s.sealed {
-		if err := w.f.SyncData(); err != nil {
-			return s.failLocked(fmt.Errorf("backend: sync segment %d: %w", w.num, err))
-		}
-	}
+	// The segments are synced at once: a filesystem commits the
+	// metadata of concurrent syncs (the files' new sizes) together, and
+	// the device flushes its cache once for them, where one sync after
+	// another would pay a journal commit and a flush each.
+	todo := s.sealed
 	if w := s.active; w != nil && w.synced < w.end {
-		if err := w.f.SyncData(); err != nil {
-			return s.failLocked(fmt.Errorf("backend: sync segment %d: %w", w.num, err))
-		}
+		todo = append(todo[:len(todo):len(todo)], w)
+	}
+	errs := make([]error, len(todo))
+	var wg sync.WaitGroup
+	for i, w := range todo {
+		wg.Go(func() {
+			if err := w.f.SyncData(); err != nil {
+				errs[i] = fmt.Errorf("backend: sync segment %d: %w", w.num, err)
+			}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		return s.failLocked(err)
 	}
 	if s.newFile {
 		if err := s.space.syncNames(); err != nil {

@@ -73,7 +73,7 @@ func defaultConfig(dir string) Config {
 		Quota:   Quota{DirtyBytes: 512 * MiB, Directories: []DirQuota{}},
 		Flush: Flush{HighWatermark: 0.5, LowWatermark: 0.3, ThrottleWatermark: 0.9, MaxDirtyAge: 30 * time.Second,
 			WritebackJobs: 4, SegmentSize: 64 * MiB, SequentialCutoff: 4 * MiB},
-		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend"), CleanThreshold: 0.5},
+		Backend: Backend{Type: BackendDir, Path: filepath.Join(data, "backend"), CleanThreshold: 0.5, DirectIO: true},
 		Log: Log{
 			Replicas:     []Replica{{Path: filepath.Join(data, "log"), Type: ReplicaSSD, Size: GiB}},
 			WriteQuorum:  QuorumAll,
@@ -181,7 +181,7 @@ func TestLoadOverrides(t *testing.T) {
 			in: input{args: []string{
 				"--data-dir", "/srv/dc", "--quota.dirty_bytes", "256MiB", "--flush.high_watermark", "0.8",
 				"--flush.low_watermark", "0", "--flush.max_dirty_age", "100ms", "--flush.segment_size", "4GiB",
-				"--backend.type", "dir", "--backend.path", "/mnt/slow", "--log.write_quorum", "majority",
+				"--backend.type", "dir", "--backend.path", "/mnt/slow", "--backend.direct_io=false", "--log.write_quorum", "majority",
 				"--log.sync", "interval", "--log.sync_interval", "250ms", "--log.compression", "none",
 				"--fuse.allow_other=false", "--fuse.attr_timeout", "0", "--fuse.entry_timeout", "2s",
 				"--fuse.negative_timeout", "0s", "--fuse.max_write", "128KiB", "--fuse.writeback_cache=false",

@@ -110,6 +110,8 @@ func schema() []key {
 			func(c *Config) *string { return &c.Backend.Path }),
 		fractionKey("backend.clean_threshold", "live fraction below which a segment is cleaned, [0,1); 0 disables cleaning",
 			func(c *Config) *float64 { return &c.Backend.CleanThreshold }),
+		boolKey("backend.direct_io", "write a directory backend's segments with direct I/O, past the page cache",
+			func(c *Config) *bool { return &c.Backend.DirectIO }),
 		{
 			name:  "log.replicas",
 			typ:   "PATH:TYPE:SIZE,...",

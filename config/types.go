@@ -81,6 +81,9 @@ type Backend struct {
 	// CleanThreshold is the live fraction below which a segment is
 	// cleaned; 0 disables cleaning.
 	CleanThreshold float64
+	// DirectIO writes a directory backend's segments with direct I/O,
+	// past the kernel's page cache.
+	DirectIO bool
 }
 
 // Log is the write-ahead log area.

@@ -510,3 +510,40 @@ func TestOpKindString(t *testing.T) {
 		}
 	}
 }
+
+// TestFileWriteBehind: a File starts writeback every WriteBehind bytes
+// (the count restarts each time) and that changes nothing that is read.
+func TestFileWriteBehind(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "log")
+	d, err := OpenFile(path, 3*WriteBehind, true)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer d.Close()
+	f := d.(*File)
+	chunk := make([]byte, 1<<20)
+	for i := range 2*WriteBehind/len(chunk) + 3 {
+		for j := range chunk {
+			chunk[j] = byte(i + j)
+		}
+		if _, err := f.WriteAt(chunk, int64(i*len(chunk))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if got := f.unkicked.Load(); got != 3<<20 {
+		t.Errorf("%d bytes counted since the last writeback, want 3 MiB (two kicks, three writes since)", got)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2*WriteBehind/len(chunk) + 3 {
+		if _, err := f.ReadAt(chunk, int64(i*len(chunk))); err != nil {
+			t.Fatal(err)
+		}
+		for j := range chunk {
+			if chunk[j] != byte(i+j) {
+				t.Fatalf("MiB %d byte %d: %d, want %d", i, j, chunk[j], byte(i+j))
+			}
+		}
+	}
+}
