@@ -43,6 +43,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -372,6 +373,78 @@ func syncDir(root int, dir string) error {
 	return err
 }
 
+// crashWrites are the writes of every round (acknowledged or in flight),
+// so that a difference can be traced to the write whose bytes were found
+// and the one whose bytes were expected.
+var crashWrites struct {
+	sync.Mutex
+	ops []crashWrite
+}
+
+type crashWrite struct {
+	round int
+	op    crashOp
+}
+
+func noteCrashWrite(round int, op crashOp) {
+	if op.kind != "write" {
+		return
+	}
+	crashWrites.Lock()
+	crashWrites.ops = append(crashWrites.ops, crashWrite{round, op})
+	crashWrites.Unlock()
+}
+
+// whoseBytes names the writes (of any file: renames move data) whose data
+// at the same file offset starts with b.
+func whoseBytes(b []byte, off int) string {
+	if len(b) > 64 {
+		b = b[:64]
+	}
+	if len(b) < 8 {
+		return "too short to tell"
+	}
+	crashWrites.Lock()
+	defer crashWrites.Unlock()
+	var names []string
+	for _, w := range crashWrites.ops {
+		o := w.op
+		if int64(off) < o.off || int64(off+len(b)) > o.off+o.n {
+			continue
+		}
+		d := crashData(o.seed, int(o.n))
+		if bytes.Equal(d[off-int(o.off):off-int(o.off)+len(b)], b) {
+			names = append(names, fmt.Sprintf("round %d op %s", w.round, o))
+		}
+	}
+	if len(names) == 0 {
+		if !slices.ContainsFunc(b, func(c byte) bool { return c != 0 }) {
+			return "zeros"
+		}
+		return "no write's data"
+	}
+	return strings.Join(names, ", ")
+}
+
+// describeDifference says where the first run of differing bytes, from i,
+// ends, how many bytes differ in all, and whose data each side holds.
+func describeDifference(g, w []byte, i int) string {
+	if i >= len(g) || i >= len(w) {
+		return ""
+	}
+	j, n := i, 0
+	for j < len(g) && j < len(w) && g[j] != w[j] {
+		j++
+	}
+	for k := i; k < len(g) && k < len(w); k++ {
+		if g[k] != w[k] {
+			n++
+		}
+	}
+	return fmt.Sprintf("; the run differs up to offset %d, %d bytes differ in all; found: %s; expected: %s",
+		j, n, whoseBytes(g[i:j], i), whoseBytes(w[i:j], i))
+}
+
 // --- the expected tree ---
 
 // crashTree is the tree of files the mount must hold, by path.
@@ -428,7 +501,8 @@ func (tr crashTree) diff(got crashTree, why map[string]string) []string {
 			for i < len(g) && i < len(w) && g[i] == w[i] {
 				i++
 			}
-			out = append(out, fmt.Sprintf("%s: %d bytes, want %d; first difference at offset %d (last acknowledged: %s)", p, len(g), len(w), i, why[p]))
+			out = append(out, fmt.Sprintf("%s: %d bytes, want %d; first difference at offset %d (last acknowledged: %s)%s",
+				p, len(g), len(w), i, why[p], describeDifference(g, w, i)))
 		}
 	}
 	for _, p := range slices.Sorted(maps.Keys(got)) {
@@ -880,7 +954,11 @@ func crashSequence(t *testing.T, rng *rand.Rand, two, device bool, rounds int, s
 		if err != nil {
 			t.Fatal(err)
 		}
+		if pending != nil {
+			noteCrashWrite(r, *pending)
+		}
 		for _, op := range acked {
+			noteCrashWrite(r, op)
 			want.apply(op)
 			desc := fmt.Sprintf("round %d op %s", r, op)
 			why[op.path] = desc
