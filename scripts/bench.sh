@@ -9,8 +9,8 @@
 #
 # Env: SUITE (path of fio-suite.sh, default ../shared/bench/fio-suite.sh),
 # WORK (scratch directory, default /var/tmp/dcache-bench), TARGETS (subset of
-# "native dcache passthrough"), DCACHE_CONFIG (a config file for dcache),
-# DCACHE_ARGS (extra flags for dcache mount).
+# "native dcache passthrough"), MOUNT_CONFIG (a config file for dcache),
+# MOUNT_ARGS (extra flags for dcache mount).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -46,9 +46,9 @@ fi
 if has dcache; then
 	echo "# dcache: $WORK/mnt (data in $WORK/dcache-data)" >&2
 	cfg=()
-	[ -n "${DCACHE_CONFIG:-}" ] && cfg=(--config "$DCACHE_CONFIG")
+	[ -n "${MOUNT_CONFIG:-}" ] && cfg=(--config "$MOUNT_CONFIG")
 	# shellcheck disable=SC2086
-	"$BIN" mount -d "${cfg[@]}" --data-dir "$WORK/dcache-data" ${DCACHE_ARGS:-} "$WORK/mnt"
+	"$BIN" mount -d "${cfg[@]}" --data-dir "$WORK/dcache-data" ${MOUNT_ARGS:-} "$WORK/mnt"
 	bash "$SUITE" "$WORK/mnt" dcache | tee "$OUT/dcache.txt"
 	ps -o rss= -p "$(head -1 "$WORK/dcache-data/dcache.lock")" | awk '{printf "# dcache daemon RSS after the suite: %.0f MiB\n", $1/1024}' | tee -a "$OUT/dcache.txt"
 	"$BIN" umount "$WORK/mnt" >&2

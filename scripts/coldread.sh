@@ -14,7 +14,7 @@
 # Needs root (drop_caches, mount). Env: SIZE (dd size suffixes, default 1G),
 # REPS (rounds, default 3), POLICIES (default "none sequential whole-file"),
 # WORK (scratch, default /var/tmp/dcache-coldread), BS (read block size,
-# default 1M), DCACHE_ARGS (extra flags for dcache mount).
+# default 1M), MOUNT_ARGS (extra flags for dcache mount).
 set -euo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -51,7 +51,7 @@ readtime() {
 mount_dc() {
 	# shellcheck disable=SC2086
 	"$BIN" mount -d --data-dir "$WORK/dcache-data" --cache.size 2GiB --quota.dirty_bytes 1GiB \
-		--prefetch.policy "$1" ${DCACHE_ARGS:-} "$WORK/mnt" >/dev/null
+		--prefetch.policy "$1" ${MOUNT_ARGS:-} "$WORK/mnt" >/dev/null
 }
 
 echo "# writing a $SIZE file of random bytes" >&2
