@@ -224,7 +224,11 @@ func (e *Engine) dataNeedsLocked(m *mutation) (fetch []uint64, short int) {
 	case mWrite:
 		return e.writeNeedsLocked(m.ino, m.off, uint64(len(m.value)))
 	case mTruncate:
-		if m.off < in.Size {
+		// Also when the image has this size already: a metadata round may
+		// have persisted the size before the page whose tail the truncate
+		// zeroed was destaged, so the image's block still holds the old
+		// bytes past the size, and an extension would expose them.
+		if m.off <= in.Size {
 			return e.zeroNeedsLocked(m.ino, m.off), 0
 		}
 	case mPunch:
