@@ -106,7 +106,17 @@
 //
 // Append returns an address at once; the record is durable after the next
 // successful Sync (data of every segment written since the previous Sync is
-// fdatasync'd, segments/ is fsync'd when a segment file was created).
+// fdatasync'd, all of them at once so that the filesystem commits their
+// sizes together; segments/ is fsync'd when a segment file was created).
+//
+// A directory backend writes its segments with direct I/O (O_DIRECT) from
+// a block-aligned write buffer, unless Config.Buffered: the data is in the
+// caller's cache already and is read back only after eviction, so a copy
+// in the page cache would cost a memory copy and memory and leave the
+// whole round to the final fdatasync. On a filesystem that refuses
+// O_DIRECT the store falls back to buffered writes, with a warning. Reads
+// go through the page cache, which stays coherent: direct writes only
+// extend a segment, at block-aligned offsets.
 //
 // When Append or Sync fails with an I/O error (a write, a sync, or the
 // creation of a segment file), every address handed out since the last
