@@ -105,10 +105,14 @@ func (s *Store) syncLocked() error {
 	if w := s.active; w != nil && w.synced < w.end {
 		todo = append(todo[:len(todo):len(todo)], w)
 	}
+	// At most maxParallelSyncs at a time: each waiting sync holds a thread.
 	errs := make([]error, len(todo))
+	sem := make(chan struct{}, maxParallelSyncs)
 	var wg sync.WaitGroup
 	for i, w := range todo {
+		sem <- struct{}{}
 		wg.Go(func() {
+			defer func() { <-sem }()
 			if err := w.f.SyncData(); err != nil {
 				errs[i] = fmt.Errorf("backend: sync segment %d: %w", w.num, err)
 			}
@@ -137,6 +141,9 @@ func (s *Store) syncLocked() error {
 	}
 	return nil
 }
+
+// maxParallelSyncs bounds the segment syncs Sync runs at once.
+const maxParallelSyncs = 16
 
 // flushLocked writes the write buffer to the active segment.
 func (s *Store) flushLocked() error {

@@ -75,7 +75,7 @@ func BucketUpper(i int) float64 {
 // Histogram records durations in fixed power-of-two buckets, with their
 // count, sum and maximum, and an amount that goes with each observation
 // (the bytes a request moved). The sum, maximum, amount and the buckets
-// of durations under 32 µs share the histogram's first cache line, so
+// of durations under 16 µs share the histogram's first cache line, so
 // that recording a fast request touches one line; allocate histograms
 // 64-byte aligned (in an array of structs padded to 64 bytes) to keep it so.
 type Histogram struct {
