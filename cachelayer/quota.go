@@ -417,3 +417,13 @@ func (e *Engine) writeQuota(ino Ino, end uint64) error {
 	}
 	return e.quotaGrowLocked(ino, in.Size, end)
 }
+
+// InQuota reports whether ino lies in a directory quota's tree. The
+// filesystem layer opens such files without the kernel's page cache, so
+// that a write past the quota fails in write(2) itself rather than at a
+// later fsync after the kernel has already shown the new size.
+func (e *Engine) InQuota(ino Ino) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.quotaOfLocked(ino) >= 0
+}

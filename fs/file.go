@@ -8,10 +8,18 @@ import (
 	"github.com/dcache/dcache/cachelayer"
 )
 
-// openFlags is what an open file handle remembers; files need no per-handle
-// state beyond the open flags, so the handle number carries them.
-func openOut(flags uint32, out *fuse.OpenOut) {
+// openOut fills the reply to an open. Files need no per-handle state
+// beyond the open flags, so the handle number carries them.
+func (f *FS) openOut(ino cachelayer.Ino, flags uint32, out *fuse.OpenOut) {
 	out.Fh = uint64(flags)
+	if f.eng.InQuota(ino) {
+		// A write past a directory quota must fail in write(2) and change
+		// nothing; through the kernel's write-back cache it would succeed
+		// into the page cache and fail only at fsync. Files in quota trees
+		// bypass the page cache (mmap still works: the mount allows it).
+		out.OpenFlags = fuse.FOPEN_DIRECT_IO
+		return
+	}
 	// Every change goes through this kernel, so its page cache stays
 	// valid across opens (the mount uses explicit cache control).
 	out.OpenFlags = fuse.FOPEN_KEEP_CACHE
@@ -33,7 +41,7 @@ func (f *FS) Create(cancel <-chan struct{}, in *fuse.CreateIn, name string, out 
 	}
 	f.eng.Ref(obj.Ino, 1) // the open file
 	f.fillEntry(&obj, &out.EntryOut)
-	openOut(in.Flags, &out.OpenOut)
+	f.openOut(obj.Ino, in.Flags, &out.OpenOut)
 	return fuse.OK
 }
 
@@ -53,7 +61,7 @@ func (f *FS) Open(cancel <-chan struct{}, in *fuse.OpenIn, out *fuse.OpenOut) fu
 	}
 	f.eng.Ref(ino, 1)
 	f.eng.Opened(ino) // whole-file prefetch starts here
-	openOut(in.Flags, out)
+	f.openOut(ino, in.Flags, out)
 	return fuse.OK
 }
 

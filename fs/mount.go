@@ -83,7 +83,10 @@ func Mount(dir string, f *FS, mo MountOptions) (*fuse.Server, error) {
 		//   on write, truncate and chown ourselves.
 		// - readdirplus auto: ls -l gets attributes with the names, while a
 		//   plain readdir of a large directory does not pay for them.
-		ExtraCapabilities: capHandleKillprivV2 | fuse.CAP_READDIRPLUS_AUTO,
+		// - direct I/O with mmap: files in quota trees are opened with
+		//   FOPEN_DIRECT_IO (see FS.openOut); this keeps mmap working on
+		//   them.
+		ExtraCapabilities: capHandleKillprivV2 | fuse.CAP_READDIRPLUS_AUTO | fuse.CAP_DIRECT_IO_ALLOW_MMAP,
 	}
 	if mo.WritebackCache {
 		// The kernel's write-back cache: writes complete in the page cache

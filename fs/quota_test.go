@@ -100,10 +100,10 @@ func TestQuota(t *testing.T) {
 	}
 }
 
-// TestQuotaWritebackFsync checks that with the kernel's write-back cache,
-// where write(2) lands in the page cache, fsync reports the EDQUOT of the
-// bytes past the quota.
-func TestQuotaWritebackFsync(t *testing.T) {
+// TestQuotaWriteback checks that with the kernel's write-back cache on, a
+// write past a quota still fails in write(2) (files in quota trees bypass
+// the page cache), the file keeps what fit, and mmap of such a file works.
+func TestQuotaWriteback(t *testing.T) {
 	cfg := testConfig()
 	cfg.Quotas = []cachelayer.DirQuota{{Path: "q", Bytes: 1 << 20}}
 	tm := newTestMount(t, cfg) // write-back cache on
@@ -115,10 +115,38 @@ func TestQuotaWritebackFsync(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer f.Close()
-	if _, err := f.Write(make([]byte, 2<<20)); err != nil {
-		t.Fatalf("write into the page cache: %v", err)
+	n, err := f.Write(make([]byte, 2<<20))
+	if !errors.Is(err, syscall.EDQUOT) {
+		t.Fatalf("write of 2 MiB into a 1 MiB quota: %d bytes, %v; want EDQUOT", n, err)
 	}
-	if err := f.Sync(); !errors.Is(err, syscall.EDQUOT) {
-		t.Errorf("fsync of writes past the quota: %v, want EDQUOT", err)
+	if err := f.Sync(); err != nil {
+		t.Errorf("fsync after the refused write: %v", err)
+	}
+	st, err := f.Stat()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Size() != int64(n) || n > 1<<20 {
+		t.Errorf("after writing %d bytes and EDQUOT, the file is %d bytes", n, st.Size())
+	}
+
+	// Shared mmap of a file in the quota tree reads and writes its bytes.
+	if err := f.Truncate(8192); err != nil {
+		t.Fatal(err)
+	}
+	m, err := syscall.Mmap(int(f.Fd()), 0, 8192, syscall.PROT_READ|syscall.PROT_WRITE, syscall.MAP_SHARED)
+	if err != nil {
+		t.Fatalf("mmap of a file in a quota tree: %v", err)
+	}
+	copy(m[4096:], "mapped")
+	if err := syscall.Munmap(m); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Sync(); err != nil {
+		t.Fatal(err)
+	}
+	got := make([]byte, 6)
+	if _, err := f.ReadAt(got, 4096); err != nil || string(got) != "mapped" {
+		t.Errorf("read back what mmap wrote: %q, %v", got, err)
 	}
 }
