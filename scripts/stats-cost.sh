@@ -25,6 +25,7 @@
 #   scripts/stats-cost.sh                     # 12 rounds, 256MiB file, 1GiB written
 #   ROUNDS=20 SIZE=512M IO=2G scripts/stats-cost.sh
 #   DIRECT=1 scripts/stats-cost.sh           # O_DIRECT: one FUSE request per 4 KiB write
+#   AA=1 scripts/stats-cost.sh               # the default build on both mounts: the method's own error
 #
 # Env: WORK (scratch directory, default /var/tmp/dcache-stats-cost).
 set -euo pipefail
@@ -38,7 +39,12 @@ DIRECT=${DIRECT:-0}
 for c in fio python3; do command -v $c >/dev/null || { echo "stats-cost: $c is not installed (make deps)" >&2; exit 2; }; done
 
 mkdir -p "$ROOT/bin"
-(cd "$ROOT" && go build -o bin/dcache-stats . && go build -tags nostats -o bin/dcache-nostats .)
+# AA=1 mounts the default build twice (an A/A run): the figures then show
+# how far the method itself is off.
+AA=${AA:-0}
+nostats_tags=(-tags nostats)
+if [ "$AA" = 1 ]; then nostats_tags=(); fi
+(cd "$ROOT" && go build -o bin/dcache-stats . && go build "${nostats_tags[@]}" -o bin/dcache-nostats .)
 rm -rf "$WORK"
 mkdir -p "$WORK"
 RES=$WORK/results.txt
@@ -97,7 +103,7 @@ bench() {
 		awk '/^BenchmarkRequestStats/ {print $3}' | sort -n | awk '{a[NR]=$1} END {print a[int((NR+1)/2)]}'
 }
 ns_stats=$(bench)
-ns_nostats=$(bench -tags nostats)
+ns_nostats=$(bench "${nostats_tags[@]}")
 
 python3 - "$RES" "$ns_stats" "$ns_nostats" <<'PY'
 import random, re, statistics, sys
