@@ -751,14 +751,7 @@ func TestCrash(t *testing.T) {
 		}
 		duration = d
 	}
-	seed := uint64(time.Now().UnixNano())
-	if v := os.Getenv(crashSeedEnv); v != "" {
-		var err error
-		if seed, err = strconv.ParseUint(v, 10, 64); err != nil {
-			t.Fatalf("%s=%q: want a number", crashSeedEnv, v)
-		}
-	}
-	t.Logf("seed %d (%s=%d repeats the choices, not the timing)", seed, crashSeedEnv, seed)
+	seed := crashSeed(t)
 	rng := rand.New(rand.NewPCG(seed, 0))
 	start := time.Now()
 	counts := &crashCounts{pending: map[string]int{}}
@@ -788,10 +781,9 @@ func TestCrash(t *testing.T) {
 	t.Logf("crash test: %s in %v", counts, time.Since(start).Round(time.Second))
 }
 
-// TestCrashDevice is TestCrash with the backend on a device file: kills
-// during writes and during recovery, then the tree is checked.
-func TestCrashDevice(t *testing.T) {
-	requireFUSE(t)
+// crashSeed returns the seed of a crash test's choices: crashSeedEnv, or
+// the clock. It is logged, so that a failing run can be repeated.
+func crashSeed(t *testing.T) uint64 {
 	seed := uint64(time.Now().UnixNano())
 	if v := os.Getenv(crashSeedEnv); v != "" {
 		var err error
@@ -800,6 +792,14 @@ func TestCrashDevice(t *testing.T) {
 		}
 	}
 	t.Logf("seed %d (%s=%d repeats the choices, not the timing)", seed, crashSeedEnv, seed)
+	return seed
+}
+
+// TestCrashDevice is TestCrash with the backend on a device file: kills
+// during writes and during recovery, then the tree is checked.
+func TestCrashDevice(t *testing.T) {
+	requireFUSE(t)
+	seed := crashSeed(t)
 	counts := &crashCounts{pending: map[string]int{}}
 	crashSequence(t, rand.New(rand.NewPCG(seed, 0)), false, true, 6, time.Now(), 0, counts)
 	t.Logf("crash test on a device backend: %s", counts)

@@ -247,11 +247,9 @@ func (r *rig) stop() {
 	r.e, r.be = nil, nil
 }
 
-// crash stops the engine without destaging and loses the unsynced log. It
-// returns the last synced LSN: the state that must come back.
-func (r *rig) crash() uint64 {
-	r.t.Helper()
-	e := r.e
+// haltAsCrash stops e's goroutines and shuts it as a crash would: nothing
+// destaged, nothing persisted, no round left in flight.
+func haltAsCrash(e *Engine) {
 	close(e.stop)
 	e.done.Wait()
 	e.destageMu.Lock() // no round in flight
@@ -260,6 +258,13 @@ func (r *rig) crash() uint64 {
 	e.pool.close()
 	e.mu.Unlock()
 	e.destageMu.Unlock()
+}
+
+// crash stops the engine without destaging and loses the unsynced log. It
+// returns the last synced LSN: the state that must come back.
+func (r *rig) crash() uint64 {
+	r.t.Helper()
+	haltAsCrash(r.e)
 	synced := r.wal.synced
 	r.wal.crash()
 	if err := r.be.Close(); err != nil {

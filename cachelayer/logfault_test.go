@@ -102,15 +102,7 @@ func (r *logRig) openRest(devs []device.Device) {
 // devices that are gone.
 func (r *logRig) crash() {
 	r.t.Helper()
-	e := r.e
-	close(e.stop)
-	e.done.Wait()
-	e.destageMu.Lock()
-	e.mu.Lock()
-	e.closed = true
-	e.pool.close()
-	e.mu.Unlock()
-	e.destageMu.Unlock()
+	haltAsCrash(r.e)
 	for i, c := range r.inner {
 		r.inner[i] = c.Crash(r.rng)
 	}
