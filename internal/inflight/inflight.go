@@ -16,7 +16,6 @@ import (
 	"math/rand/v2"
 	"sync/atomic"
 	"time"
-	"unsafe"
 )
 
 // Stage says where a request waits. The low byte is the kind; for
@@ -88,7 +87,7 @@ func SetStage(ctx context.Context, s Stage) {
 // clock (time.Now reads two).
 var epoch = time.Now()
 
-// nowBase keeps readings of Now positive (0 and -1 mark free slots) also
+// nowBase keeps readings of Now positive (0 marks a free slot) also
 // for times somewhat before the process started.
 const nowBase = int64(1) << 50
 
@@ -101,8 +100,8 @@ func TimeOf(ns int64) time.Time { return epoch.Add(time.Duration(ns - nowBase)) 
 // Slot is one request in the table, one cache line. Its fields are
 // atomics: the scanner reads them while the request moves on.
 type Slot struct {
-	// start is the request's start (a reading of Now); 0 is a free slot,
-	// -1 one being filled in. It also tells one request of the slot from
+	// start is the request's start (a reading of Now); 0 is a free slot.
+	// It also tells one request of the slot from
 	// the next (the scanner's consistency check, the hung warning): two
 	// requests that follow one another in a slot practically never read
 	// the same nanosecond, and if they did the only harm is that the
@@ -167,17 +166,9 @@ type Table struct {
 	slots []Slot
 	// per is the number of slots in a shard, a power of two; shard i is
 	// slots[i*per : (i+1)*per].
-	per   uint32
-	hints []hint
+	per uint32
 	// overflow counts requests not tracked because every slot was taken.
 	overflow atomic.Int64
-}
-
-// hint is the index within its shard of the slot freed last, on a line
-// of its own.
-type hint struct {
-	i atomic.Uint32
-	_ [60]byte
 }
 
 // NewTable makes a table for about n concurrent requests in the given
@@ -188,23 +179,22 @@ func NewTable(n, shards int) *Table {
 	for per*shards < 2*n {
 		per <<= 1
 	}
-	return &Table{slots: make([]Slot, shards*per), per: uint32(per), hints: make([]hint, shards)}
+	return &Table{slots: make([]Slot, shards*per), per: uint32(per)}
 }
 
 // Begin claims a slot in shard for a request of kind op on object ino at
 // offset off, started at now (a reading of Now). It returns nil when the
 // table is full: the request is then served untracked.
 //
-// The first slot tried is the shard's slot freed last, whose line is most
-// likely still in this CPU's cache (requests that follow one another
-// reuse one slot); then the rest of the shard; then the whole table from a
-// random slot. A claim costs one compare-and-swap and four stores, no lock
-// and no allocation.
+// The shard's slots are tried in order, so that requests that follow one
+// another on a CPU reuse its first slot, whose line stays in that CPU's
+// cache; a request that finds its shard full tries the whole table from a
+// random slot. A claim costs one compare-and-swap and at most three
+// stores, no lock and no allocation.
 func (t *Table) Begin(shard int, op uint32, ino, off uint64, now int64) *Slot {
 	base := uint32(shard) * t.per
-	h := t.hints[shard].i.Load()
-	for p := uint32(0); p < t.per; p++ {
-		if s := t.claim(base+(h+p)&(t.per-1), op, ino, off, now); s != nil {
+	for i := base; i < base+t.per; i++ {
+		if s := t.claim(i, op, ino, off, now); s != nil {
 			return s
 		}
 	}
@@ -219,30 +209,34 @@ func (t *Table) Begin(shard int, op uint32, ino, off uint64, now int64) *Slot {
 	return nil
 }
 
-// claim takes slot i if it is free.
+// claim takes slot i if it is free. The start is published first, by the
+// compare-and-swap that claims the slot; the other fields follow. A
+// scanner may so see a just-claimed slot with its previous request's op
+// and object, but only while the slot's start is a few instructions old,
+// and the scanner looks only at requests older than its threshold. Fields
+// that already hold the right value (runs of requests of one kind on one
+// object) are not stored again: an atomic store is a locked instruction.
 func (t *Table) claim(i uint32, op uint32, ino, off uint64, now int64) *Slot {
 	s := &t.slots[i]
-	if s.start.Load() != 0 || !s.start.CompareAndSwap(0, -1) {
+	if s.start.Load() != 0 || !s.start.CompareAndSwap(0, now) {
 		return nil
 	}
-	s.meta.Store(uint64(op)<<32 | uint64(StageFUSE))
-	s.ino.Store(ino)
-	s.off.Store(off)
-	s.start.Store(now)
+	if m := uint64(op)<<32 | uint64(StageFUSE); s.meta.Load() != m {
+		s.meta.Store(m)
+	}
+	if s.ino.Load() != ino {
+		s.ino.Store(ino)
+	}
+	if s.off.Load() != off {
+		s.off.Store(off)
+	}
 	return s
 }
 
-// End frees the slot (nil is allowed) and makes it the next one its
-// shard tries.
+// End frees the slot (nil is allowed).
 func (t *Table) End(s *Slot) {
-	if s == nil {
-		return
-	}
-	s.start.Store(0)
-	i := uint32((uintptr(unsafe.Pointer(s)) - uintptr(unsafe.Pointer(&t.slots[0]))) / unsafe.Sizeof(Slot{}))
-	// Written only when it changes: the hint is read by every request.
-	if h := &t.hints[i/t.per].i; h.Load() != i%t.per {
-		h.Store(i % t.per)
+	if s != nil {
+		s.start.Store(0)
 	}
 }
 

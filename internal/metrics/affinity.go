@@ -2,34 +2,40 @@ package metrics
 
 import (
 	"runtime"
-	"sync"
-	"sync/atomic"
+	_ "unsafe" // for go:linkname
 )
 
 // Affinity spreads writers over a fixed set of shards so that most of the
 // time each shard is written from one CPU only, and its cache lines stay
 // in that CPU's cache instead of moving between CPUs on every request.
 //
-// Go offers no per-CPU storage, but sync.Pool keeps a private item per
-// processor (P) and reaches it without atomics; an Affinity uses a pool as
-// the memory of which shard the calling P uses. When the pool drops its
-// items (it does at garbage collection), the next pick on that P takes
-// the next shard round robin. Two goroutines may use one shard at once
-// (a pick is a suggestion, not a lock), so shards must still be safe for
-// concurrent use: they are atomics, just uncontended ones.
+// Go offers no per-CPU storage, but a goroutine always runs on one of
+// GOMAXPROCS processors (Ps), and only one goroutine runs on a P at a
+// time: the shard is the caller's P number modulo the shard count. The
+// goroutine may be moved to another P right after it picked (a pick is a
+// suggestion, not a lock), so shards must still be safe for concurrent
+// use: they are atomics, just uncontended ones.
 type Affinity struct {
-	pool sync.Pool
-	n    uint32
-	next atomic.Uint32
+	n uint32
 }
 
-// maxShards keeps shard numbers below 256, which Go boxes into an
-// interface without allocating.
+// procPin and procUnpin are the runtime's own way to read the current P,
+// the one sync.Pool uses. The runtime keeps them callable from outside
+// for this purpose (go.dev/issue/67401); a pin lasts two instructions.
+//
+//go:linkname procPin runtime.procPin
+func procPin() int
+
+//go:linkname procUnpin runtime.procUnpin
+func procUnpin()
+
+// maxShards keeps shard numbers below 256, so that they fit the byte
+// callers keep them in.
 const maxShards = 256
 
 // DefaultShards is the shard count for data written on every request:
-// twice the processors, so that round robin after a pool drop rarely
-// puts two processors on one shard.
+// twice the processors, so that a later rise of GOMAXPROCS (the runtime
+// follows the container's CPU limit) still finds Ps mostly apart.
 func DefaultShards() int { return min(2*runtime.GOMAXPROCS(0), maxShards) }
 
 // NewAffinity returns an affinity over n shards (1 to 256).
@@ -45,10 +51,7 @@ func (a *Affinity) Shards() int { return int(a.n) }
 
 // Pick returns the shard the calling processor should write.
 func (a *Affinity) Pick() int {
-	i, ok := a.pool.Get().(int)
-	if !ok {
-		i = int(a.next.Add(1) % a.n)
-	}
-	a.pool.Put(i)
-	return i
+	p := procPin()
+	procUnpin()
+	return int(uint32(p) % a.n)
 }
