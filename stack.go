@@ -419,6 +419,7 @@ func openStack(cfg *config.Config, logger *logrus.Logger, mnt string) (s *stack,
 		MaxWrite:       int(cfg.Fuse.MaxWrite),
 		WritebackCache: cfg.Fuse.WritebackCache,
 		ReadAhead:      int(cfg.Fuse.ReadAhead),
+		KernelDirty:    int64(cfg.Fuse.KernelDirty),
 		Debug:          cfg.Fuse.Debug,
 		FsName:         cfg.DataDir,
 	})

@@ -151,6 +151,9 @@ func (v *validator) sizes() {
 	if v.usable("fuse.read_ahead") && (c.Fuse.ReadAhead < 0 || c.Fuse.ReadAhead > 16*MiB || c.Fuse.ReadAhead%(4*KiB) != 0) {
 		v.fail("fuse.read_ahead", "%v must be a multiple of 4KiB in 0..16MiB", c.Fuse.ReadAhead)
 	}
+	if s := c.Fuse.KernelDirty; v.usable("fuse.kernel_dirty") && (s < 0 || s > 64*GiB) {
+		v.fail("fuse.kernel_dirty", "%v must be in 0..64GiB", s)
+	}
 	if v.usable("log.replicas") {
 		if len(c.Log.Replicas) == 0 {
 			v.fail("log.replicas", "at least one replica is needed")

@@ -83,7 +83,7 @@ func defaultConfig(dir string) Config {
 		},
 		Fuse: Fuse{
 			AllowOther: true, AttrTimeout: time.Second, EntryTimeout: time.Second, NegativeTimeout: time.Second,
-			MaxWrite: MiB, ReadAhead: 4 * MiB, WritebackCache: true, Debug: false,
+			MaxWrite: MiB, ReadAhead: 4 * MiB, KernelDirty: GiB, WritebackCache: true, Debug: false,
 		},
 		Prefetch: Prefetch{Policy: PrefetchSequential, MaxWindow: 8 * MiB},
 		Logging:  Logging{Level: LevelInfo, Format: FormatText},

@@ -138,6 +138,8 @@ func schema() []key {
 			func(c *Config) *Size { return &c.Fuse.MaxWrite }),
 		sizeKey("fuse.read_ahead", "kernel read-ahead of the mount, a multiple of 4KiB in 0..16MiB",
 			func(c *Config) *Size { return &c.Fuse.ReadAhead }),
+		sizeKey("fuse.kernel_dirty", "dirty data the kernel's page cache may hold for the mount before writers wait (0 = the kernel's default)",
+			func(c *Config) *Size { return &c.Fuse.KernelDirty }),
 		boolKey("fuse.writeback_cache", "kernel write-back page cache",
 			func(c *Config) *bool { return &c.Fuse.WritebackCache }),
 		boolKey("fuse.debug", "log every FUSE request (very verbose)",

@@ -110,6 +110,7 @@ type Fuse struct {
 	NegativeTimeout time.Duration // kernel cache of failed lookups
 	MaxWrite        Size          // largest WRITE request
 	ReadAhead       Size          // kernel read-ahead of the mount
+	KernelDirty     Size          // dirty page cache the kernel may hold for the mount
 	WritebackCache  bool          // kernel write-back page cache
 	Debug           bool          // log every FUSE request
 }

@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"errors"
 	"fmt"
 	"log"
 	"os"
@@ -19,8 +20,11 @@ type MountOptions struct {
 	MaxWrite       int  // bytes; at most 1 MiB
 	WritebackCache bool // the kernel's write-back page cache
 	ReadAhead      int  // bytes the kernel reads ahead; 0 keeps the kernel's default
-	Debug          bool // log every request
-	FsName         string
+	// KernelDirty is how many bytes of dirty page cache the kernel may
+	// hold for the mount (its bdi max_bytes); 0 keeps the kernel's default.
+	KernelDirty int64
+	Debug       bool // log every request
+	FsName      string
 }
 
 // capHandleKillprivV2 is FUSE_HANDLE_KILLPRIV_V2 (no name in go-fuse's
@@ -111,20 +115,45 @@ func Mount(dir string, f *FS, mo MountOptions) (*fuse.Server, error) {
 		// INIT can only lower the kernel's 128 KiB read-ahead; the mount's
 		// backing-device setting raises it, so sequential reads arrive as
 		// max-size (1 MiB) requests instead of 128 KiB ones.
-		if err := setReadAhead(dir, mo.ReadAhead); err != nil {
+		if err := writeBDI(dir, "read_ahead_kb", strconv.Itoa(mo.ReadAhead/1024)); err != nil {
 			f.log.WithError(err).Warn("could not set the mount's read-ahead; sequential reads stay at the kernel's default")
 		}
+	}
+	if mo.KernelDirty > 0 {
+		setKernelDirty(dir, mo.KernelDirty, f.log)
 	}
 	return srv, nil
 }
 
-// setReadAhead writes the read_ahead_kb of the backing device info of the
-// filesystem mounted on dir.
-func setReadAhead(dir string, bytes int) error {
+// setKernelDirty raises the dirty page cache the kernel lets the mount
+// hold. For a FUSE mount the kernel allows 1% of its dirty limit, and
+// enforces it strictly (the bdi's strict_limit), so a writer of small
+// random blocks waits for the daemon after a few tens of MiB, where on a
+// local filesystem it would write into memory and let writeback catch up.
+// The strict limit stays: the mount never holds more than max_bytes.
+// When the kernel's whole dirty limit is below bytes it refuses max_bytes
+// (EINVAL), and the mount gets all of it instead.
+func setKernelDirty(dir string, bytes int64, log *logrus.Entry) {
+	err := writeBDI(dir, "max_bytes", strconv.FormatInt(bytes, 10))
+	if errors.Is(err, syscall.EINVAL) {
+		err = writeBDI(dir, "max_ratio", "100")
+		if err == nil {
+			log.WithField("kernel_dirty", bytes).Info("the kernel's dirty limit is below fuse.kernel_dirty; the mount may use all of it")
+			return
+		}
+	}
+	if err != nil {
+		log.WithError(err).Warn("could not raise the kernel's dirty limit of the mount; small writes wait for the daemon sooner")
+	}
+}
+
+// writeBDI writes one setting of the backing device info (/sys/class/bdi)
+// of the filesystem mounted on dir.
+func writeBDI(dir, name, value string) error {
 	var st syscall.Stat_t
 	if err := syscall.Stat(dir, &st); err != nil {
 		return err
 	}
-	path := fmt.Sprintf("/sys/class/bdi/%d:%d/read_ahead_kb", unix.Major(st.Dev), unix.Minor(st.Dev))
-	return os.WriteFile(path, []byte(strconv.Itoa(bytes/1024)), 0)
+	path := fmt.Sprintf("/sys/class/bdi/%d:%d/%s", unix.Major(st.Dev), unix.Minor(st.Dev), name)
+	return os.WriteFile(path, []byte(value), 0)
 }

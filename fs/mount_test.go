@@ -1,15 +1,19 @@
 package fs
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
 	logtest "github.com/sirupsen/logrus/hooks/test"
+	"golang.org/x/sys/unix"
 
 	"github.com/dcache/dcache/backend"
 	"github.com/dcache/dcache/cachelayer"
@@ -152,3 +156,48 @@ func (tm *testMount) remount() {
 }
 
 func (tm *testMount) path(p string) string { return filepath.Join(tm.mnt, p) }
+
+// TestKernelDirtyLimit checks that the mount's backing-device limits are
+// what MountOptions ask: the kernel's default for a FUSE mount without
+// KernelDirty, and about KernelDirty bytes (the kernel keeps the limit as
+// a fraction of its dirty limit, so it reads back rounded) with it, the
+// strict limit kept either way.
+func TestKernelDirtyLimit(t *testing.T) {
+	bdi := func(tm *testMount, name string) int64 {
+		t.Helper()
+		var st unix.Stat_t
+		if err := unix.Stat(tm.mnt, &st); err != nil {
+			t.Fatal(err)
+		}
+		b, err := os.ReadFile(fmt.Sprintf("/sys/class/bdi/%d:%d/%s", unix.Major(st.Dev), unix.Minor(st.Dev), name))
+		if err != nil {
+			t.Skipf("no bdi settings: %v", err)
+		}
+		n, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	plain := newTestMount(t, testConfig())
+	def := bdi(plain, "max_bytes")
+	if r := bdi(plain, "max_ratio"); r != 1 {
+		t.Logf("the kernel's default max_ratio for FUSE is %d%%, not 1%%", r)
+	}
+
+	const want = 256 << 20
+	tm := newTestMountWith(t, testConfig(), func(tm *testMount) { tm.mo.KernelDirty = want })
+	got := bdi(tm, "max_bytes")
+	if bdi(tm, "max_ratio") == 100 {
+		// The kernel's whole dirty limit is below want: the mount has all of it.
+		t.Logf("dirty limit %d bytes is below %d: max_ratio 100", got, want)
+	} else if got < want*99/100 || got > want*101/100 {
+		t.Errorf("max_bytes = %d, want about %d (default was %d)", got, want, def)
+	}
+	if got <= def {
+		t.Errorf("max_bytes %d is not above the default %d", got, def)
+	}
+	if s := bdi(tm, "strict_limit"); s != 1 {
+		t.Errorf("strict_limit = %d, want 1", s)
+	}
+}
