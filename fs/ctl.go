@@ -15,6 +15,8 @@ package fs
 import (
 	"context"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -23,6 +25,7 @@ import (
 
 	"github.com/hanwen/go-fuse/v2/fuse"
 	"github.com/sirupsen/logrus"
+	"golang.org/x/sys/unix"
 
 	"github.com/dcache/dcache/cachelayer"
 )
@@ -296,6 +299,10 @@ func (f *FS) flushAct(ctx context.Context, arg string) syscall.Errno {
 		return f.userError("flush", arg, accepted, syscall.EINVAL)
 	}
 	start := time.Now()
+	if err := f.syncKernel(); err != nil {
+		f.log.WithError(err).Error("flush: the kernel could not write back its dirty pages of the mount")
+		return syscall.EIO
+	}
 	var err error
 	if arg == "all" {
 		err = f.eng.Flush(ctx)
@@ -311,6 +318,46 @@ func (f *FS) flushAct(ctx context.Context, arg string) syscall.Errno {
 	}
 	f.log.WithFields(logrus.Fields{"what": arg, "took": time.Since(start).Round(time.Millisecond)}).Info("flushed on request")
 	return 0
+}
+
+// syncKernel makes the kernel write back the dirty pages it holds for the
+// mount (up to fuse.kernel_dirty of them) and waits for it, so that a flush
+// covers every byte written before it, not only those that have reached
+// the engine. The writes arrive as ordinary WRITE requests, served by
+// other goroutines while this one waits.
+func (f *FS) syncKernel() error {
+	if f.mountDir == "" {
+		return nil
+	}
+	d, err := os.Open(f.mountDir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	if err := unix.Syncfs(int(d.Fd())); err != nil {
+		return err
+	}
+	// syncfs starts the write-back of every dirty page of the mount, but
+	// recent kernels do not wait for a FUSE mount's (a hung server must
+	// not hang sync(2)); fsync does. Only files open for writing can have
+	// dirty pages: closing a file writes its pages back first.
+	for _, ino := range f.writers.list() {
+		oi, err := f.eng.ObjectInfo(cachelayer.Ino(ino))
+		if err != nil || len(oi.Paths) == 0 {
+			continue // gone, or unlinked: nobody can read its data after the close
+		}
+		fd, err := unix.Open(filepath.Join(f.mountDir, oi.Paths[0]), unix.O_RDONLY|unix.O_NOFOLLOW|unix.O_NONBLOCK|unix.O_CLOEXEC, 0)
+		if err != nil {
+			f.log.WithError(err).WithField("path", oi.Paths[0]).Warn("flush: could not open a file to take the kernel's dirty pages of it")
+			continue
+		}
+		err = unix.Fsync(fd)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("fsync %s: %w", oi.Paths[0], err)
+		}
+	}
+	return nil
 }
 
 // resolve walks a path relative to the mount root (a leading / allowed).
@@ -350,6 +397,14 @@ func (f *FS) modeAct(ctx context.Context, arg string) syscall.Errno {
 	old := f.eng.Mode()
 	if err := f.eng.SetMode(ctx, m, false); err != nil {
 		return syscall.Errno(f.toStatus("mode", err))
+	}
+	if m != cachelayer.ModeWriteBack {
+		// Files opened from now on bypass the page cache (openOut); what
+		// the kernel holds of earlier writes is handed over now, to be
+		// written in the new mode.
+		if err := f.syncKernel(); err != nil {
+			f.log.WithError(err).Warn("mode: the kernel could not write back its dirty pages of the mount")
+		}
 	}
 	if old != m {
 		f.log.WithFields(logrus.Fields{"from": old.String(), "to": m.String()}).Info("cache mode changed on request")

@@ -406,3 +406,72 @@ func TestCtlDirForUsers(t *testing.T) {
 	h.expect(u, syscall.EACCES, "open", tm.path(".dcache/mode"), strconv.Itoa(syscall.O_WRONLY), "0", "write-back")
 	h.expect(nil, 0, "open", tm.path(".dcache/mode"), strconv.Itoa(syscall.O_WRONLY), "0", "write-back")
 }
+
+// TestFlushTakesKernelPages: bytes written but still in the kernel's page
+// cache (the file open, not synced; fuse.kernel_dirty lets the kernel
+// hold them) are in the backend once a write of "all" to the flush file
+// returns.
+func TestFlushTakesKernelPages(t *testing.T) {
+	tm := newTestMountWith(t, statsConfig(), func(tm *testMount) { tm.mo.KernelDirty = 256 << 20 })
+	before := tm.report()
+	f, err := os.Create(tm.path("f"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	data := bytes.Repeat([]byte("kernel pages "), 4<<20/13)
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	held := tm.report()
+	t.Logf("before the flush the engine had %d of %d bytes", held.Cache.BytesWrittenTotal-before.Cache.BytesWrittenTotal, len(data))
+	if err := tm.ctlWrite("flush", "all"); err != nil {
+		t.Fatal(err)
+	}
+	after := tm.report()
+	if got := after.Cache.BytesWrittenTotal - before.Cache.BytesWrittenTotal; got < int64(len(data)) {
+		t.Errorf("after the flush the engine received %d bytes, want %d", got, len(data))
+	}
+	if after.Cache.DirtyBytes != 0 || after.Destage.BytesTotal-before.Destage.BytesTotal < int64(len(data)) {
+		t.Errorf("after the flush: %d bytes dirty, %d destaged; want 0 and at least %d",
+			after.Cache.DirtyBytes, after.Destage.BytesTotal-before.Destage.BytesTotal, len(data))
+	}
+}
+
+// TestWriteThroughMount: after a switch to write-through, bytes written
+// earlier and still in the kernel's page cache are handed to the engine,
+// and a write(2) to a file opened after the switch returns with its bytes
+// in the backend, neither closed nor synced.
+func TestWriteThroughMount(t *testing.T) {
+	tm := newTestMountWith(t, statsConfig(), func(tm *testMount) { tm.mo.KernelDirty = 256 << 20 })
+	early, err := os.Create(tm.path("early"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer early.Close()
+	data := bytes.Repeat([]byte("through "), 1<<20/8)
+	if _, err := early.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	before := tm.report()
+	if err := tm.ctlWrite("mode", "write-through"); err != nil {
+		t.Fatal(err)
+	}
+	if got := tm.report().Cache.BytesWrittenTotal - before.Cache.BytesWrittenTotal; got < int64(len(data)) {
+		t.Errorf("after the switch the engine got %d of the %d bytes written before it", got, len(data))
+	}
+	mid := tm.report()
+	f, err := os.Create(tm.path("late"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+	after := tm.report()
+	if after.Destage.BytesTotal-mid.Destage.BytesTotal < int64(len(data)) || after.Cache.DirtyBytes != 0 {
+		t.Errorf("after a write-through write(2): %d bytes destaged, %d dirty; want at least %d and 0",
+			after.Destage.BytesTotal-mid.Destage.BytesTotal, after.Cache.DirtyBytes, len(data))
+	}
+}

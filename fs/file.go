@@ -1,6 +1,7 @@
 package fs
 
 import (
+	"sync"
 	"syscall"
 
 	"github.com/hanwen/go-fuse/v2/fuse"
@@ -12,11 +13,14 @@ import (
 // beyond the open flags, so the handle number carries them.
 func (f *FS) openOut(ino cachelayer.Ino, flags uint32, out *fuse.OpenOut) {
 	out.Fh = uint64(flags)
-	if f.eng.InQuota(ino) {
+	f.writers.note(uint64(ino), flags, 1)
+	if f.eng.InQuota(ino) || f.eng.Mode() != cachelayer.ModeWriteBack {
 		// A write past a directory quota must fail in write(2) and change
 		// nothing; through the kernel's write-back cache it would succeed
-		// into the page cache and fail only at fsync. Files in quota trees
-		// bypass the page cache (mmap still works: the mount allows it).
+		// into the page cache and fail only at fsync. In write-through and
+		// write-around, write(2) must return only once the backend holds
+		// the bytes, not once the page cache does. Such files bypass the
+		// page cache (mmap still works: the mount allows it).
 		out.OpenFlags = fuse.FOPEN_DIRECT_IO
 		return
 	}
@@ -72,6 +76,7 @@ func (f *FS) Release(cancel <-chan struct{}, in *fuse.ReleaseIn) {
 		f.ctlRelease(in.Fh)
 		return
 	}
+	f.writers.note(in.NodeId, uint32(in.Fh), -1)
 	f.eng.Unref(cachelayer.Ino(in.NodeId), 1)
 }
 
@@ -222,4 +227,38 @@ func (f *FS) RemoveXAttr(cancel <-chan struct{}, h *fuse.InHeader, name string) 
 		return fuse.EPERM
 	}
 	return f.toStatus("removexattr", f.eng.RemoveXattr(rq.ctx, cachelayer.Ino(h.NodeId), name))
+}
+
+// writers counts, per object, the open handles that may write. Only such
+// files can have dirty pages in the kernel's page cache: the kernel writes
+// a file's pages back when it is closed (see FS.syncKernel).
+type writers struct {
+	mu sync.Mutex
+	n  map[uint64]int
+}
+
+// note adds d handles of ino opened with flags, if they may write.
+func (w *writers) note(ino uint64, flags uint32, d int) {
+	if flags&syscall.O_ACCMODE == syscall.O_RDONLY {
+		return
+	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.n == nil {
+		w.n = make(map[uint64]int)
+	}
+	if w.n[ino] += d; w.n[ino] <= 0 {
+		delete(w.n, ino)
+	}
+}
+
+// list returns the objects open for writing.
+func (w *writers) list() []uint64 {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	out := make([]uint64, 0, len(w.n))
+	for ino := range w.n {
+		out = append(out, ino)
+	}
+	return out
 }

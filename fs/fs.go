@@ -63,6 +63,9 @@ type FS struct {
 	nextFh  uint64
 	server  *fuse.Server
 	unmount chan struct{}
+	// mountDir is where the FS is mounted (set by Mount).
+	mountDir string
+	writers  writers
 
 	started time.Time
 	stats   *opStats

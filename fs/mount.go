@@ -34,6 +34,7 @@ const capHandleKillprivV2 = fuse.CAP_HANDLE_KILLPRIV_V2
 // Mount mounts f on dir and serves it in the background; it returns once
 // the kernel has completed the mount handshake.
 func Mount(dir string, f *FS, mo MountOptions) (*fuse.Server, error) {
+	f.mountDir = dir
 	maxWrite := mo.MaxWrite
 	if maxWrite <= 0 {
 		maxWrite = 1 << 20

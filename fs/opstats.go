@@ -70,9 +70,12 @@ type opStat struct {
 // in shards: a request writes the shard its CPU picked (metrics.Affinity),
 // so that the counters' lines do not move between CPUs on every request.
 type opStats struct {
-	aff    *metrics.Affinity
+	// The affinity and the table are held here, not behind pointers: a
+	// request then reads this struct and its shard's lines only (after the
+	// syscall that read the request, every page costs a TLB refill).
+	aff    metrics.Affinity
 	shards [][numOps]opStat
-	tab    *inflight.Table
+	tab    inflight.Table
 }
 
 // snapshot returns one request kind's figures, summed over the shards.
@@ -91,7 +94,9 @@ const maxInflight = 512
 
 func newOpStats() *opStats {
 	n := metrics.DefaultShards()
-	return &opStats{aff: metrics.NewAffinity(n), shards: make([][numOps]opStat, n), tab: inflight.NewTable(maxInflight, n)}
+	s := &opStats{aff: *metrics.NewAffinity(n), shards: make([][numOps]opStat, n)}
+	s.tab.Init(maxInflight, n)
+	return s
 }
 
 // req is one request being served.

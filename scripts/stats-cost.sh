@@ -7,7 +7,9 @@
 # and system, from /proc/PID/stat) spent from the start of the jobs to the
 # end of their final fsync, per byte the job wrote; destage is held off
 # (flush.max_dirty_age 1h, a dirty budget larger than the file) so that the
-# runs do the same work.
+# runs do the same work, and the kernel's dirty limit for the mounts is its
+# default (fuse.kernel_dirty 0), so that the writes reach the daemons as
+# they come instead of being merged in the kernel's page cache.
 #
 # Side by side, both daemons see the same load from the rest of the
 # machine, which on a shared machine changes from one run to the next by
@@ -78,7 +80,7 @@ for r in $(seq "$ROUNDS"); do
 		rm -rf "${WORK:?}/$v"
 		mkdir -p "$WORK/$v/mnt"
 		"$ROOT/bin/dcache-$v" mount -d --data-dir "$WORK/$v/data" --cache.size 1GiB --quota.dirty_bytes 768MiB \
-			--flush.max_dirty_age 1h --log.replicas "$WORK/$v/data/log:ssd:2GiB" "$WORK/$v/mnt" >/dev/null
+			--flush.max_dirty_age 1h --fuse.kernel_dirty 0 --log.replicas "$WORK/$v/data/log:ssd:2GiB" "$WORK/$v/mnt" >/dev/null
 		pid[$v]=$(head -1 "$WORK/$v/data/dcache.lock")
 	done
 	for v in $VARIANTS; do c0[$v]=$(cpu "${pid[$v]}"); done

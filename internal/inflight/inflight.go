@@ -172,14 +172,22 @@ type Table struct {
 }
 
 // NewTable makes a table for about n concurrent requests in the given
+// number of shards (see Init).
+func NewTable(n, shards int) *Table {
+	t := new(Table)
+	t.Init(n, shards)
+	return t
+}
+
+// Init sets up a zero Table for about n concurrent requests in the given
 // number of shards: twice n slots in all, and at least 16 per shard, so
 // that a request rarely leaves its shard.
-func NewTable(n, shards int) *Table {
+func (t *Table) Init(n, shards int) {
 	per := 16
 	for per*shards < 2*n {
 		per <<= 1
 	}
-	return &Table{slots: make([]Slot, shards*per), per: uint32(per)}
+	t.slots, t.per = make([]Slot, shards*per), uint32(per)
 }
 
 // Begin claims a slot in shard for a request of kind op on object ino at
