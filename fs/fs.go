@@ -14,6 +14,15 @@
 // clears setuid/setgid itself on write, truncate and chown, because it
 // negotiates "handle killpriv v2" so that the kernel does not ask for the
 // security.capability xattr on every write.
+//
+// With the kernel's write-back cache, a write(2) in write-back mode returns
+// once the kernel's page cache holds it; the WRITE request reaches the
+// engine (step 1 of DESIGN.md's path of one write) at the kernel's
+// write-back, at fsync, at close, or when the mount's dirty limit
+// (MountOptions.KernelDirty) is reached. The durability contract is the
+// same: fsync waits for both. Flush and a switch away from write-back first
+// have the kernel hand over its dirty pages (FS.syncKernel); files opened in
+// write-through or write-around bypass the page cache.
 package fs
 
 import (
