@@ -13,7 +13,10 @@ import (
 type op uint8
 
 const (
-	opLookup op = iota
+	// The data ops first: see statShard.
+	opWrite op = iota
+	opRead
+	opLookup
 	opGetattr
 	opSetattr
 	opMknod
@@ -27,8 +30,6 @@ const (
 	opAccess
 	opCreate
 	opOpen
-	opRead
-	opWrite
 	opFsync
 	opRelease
 	opOpendir
@@ -45,8 +46,8 @@ const (
 )
 
 var opNames = [numOps]string{
-	"lookup", "getattr", "setattr", "mknod", "mkdir", "symlink", "link", "unlink", "rmdir", "rename",
-	"readlink", "access", "create", "open", "read", "write", "fsync", "release", "opendir", "readdir",
+	"write", "read", "lookup", "getattr", "setattr", "mknod", "mkdir", "symlink", "link", "unlink", "rmdir", "rename",
+	"readlink", "access", "create", "open", "fsync", "release", "opendir", "readdir",
 	"fsyncdir", "statfs", "getxattr", "listxattr", "setxattr", "removexattr", "fallocate", "lseek",
 }
 
@@ -66,15 +67,30 @@ type opStat struct {
 	_   [64 - unsafe.Sizeof(metrics.Histogram{})%64]byte
 }
 
+// statShard is one CPU's share of the statistics: its in-flight slots and
+// its per-kind histograms, together, so that a request's bookkeeping
+// touches one page (after the syscall that read the request, every page
+// costs a TLB refill on a kernel with page-table isolation and no PCIDs).
+// The slots come first and the kinds are numbered with the data ops
+// first, so that slot 0 and the read and write histograms share the
+// shard's first page; the size is whole pages, so that shards of a
+// page-aligned array start on a page.
+type statShard struct {
+	slots inflight.Shard
+	ops   [numOps]opStat
+	_     [(pageSize - (unsafe.Sizeof(inflight.Shard{})+uintptr(numOps)*unsafe.Sizeof(opStat{}))%pageSize) % pageSize]byte
+}
+
+const pageSize = 4096
+
 // opStats are the filesystem layer's counters and its in-flight table,
 // in shards: a request writes the shard its CPU picked (metrics.Affinity),
 // so that the counters' lines do not move between CPUs on every request.
 type opStats struct {
 	// The affinity and the table are held here, not behind pointers: a
-	// request then reads this struct and its shard's lines only (after the
-	// syscall that read the request, every page costs a TLB refill).
+	// request reads this struct and its shard's page only.
 	aff    metrics.Affinity
-	shards [][numOps]opStat
+	shards []statShard
 	tab    inflight.Table
 }
 
@@ -82,20 +98,24 @@ type opStats struct {
 func (s *opStats) snapshot(o op) metrics.HistSnapshot {
 	var h metrics.HistSnapshot
 	for i := range s.shards {
-		h.Merge(s.shards[i][o].lat.Snapshot())
+		h.Merge(s.shards[i].ops[o].lat.Snapshot())
 	}
 	return h
 }
 
-// maxInflight sizes the in-flight table: the kernel sends at most
-// max_background (64) background requests, plus one per thread blocked in
-// a synchronous call.
+// maxInflight sizes the in-flight table's spill area: the kernel sends at
+// most max_background (64) background requests, plus one per thread
+// blocked in a synchronous call.
 const maxInflight = 512
 
 func newOpStats() *opStats {
 	n := metrics.DefaultShards()
-	s := &opStats{aff: *metrics.NewAffinity(n), shards: make([][numOps]opStat, n)}
-	s.tab.Init(maxInflight, n)
+	s := &opStats{aff: *metrics.NewAffinity(n), shards: make([]statShard, n)}
+	ps := make([]*inflight.Shard, n)
+	for i := range s.shards {
+		ps[i] = &s.shards[i].slots
+	}
+	s.tab.Init(ps, maxInflight)
 	return s
 }
 
@@ -118,7 +138,7 @@ func (f *FS) begin(o op, ino, off uint64, cancel <-chan struct{}) req {
 	now := inflight.Now()
 	shard := f.stats.aff.Pick()
 	r := req{start: now, op: o, shard: uint8(shard), ctx: cancelCtx(cancel)}
-	if s := f.stats.tab.Begin(shard, uint32(o), ino, off, now); s != nil {
+	if s := f.stats.tab.BeginIn(&f.stats.shards[shard].slots, uint32(o), ino, off, now); s != nil {
 		r.slot = s
 		r.ctx = s.Bind(cancel)
 	}
@@ -131,5 +151,5 @@ func (f *FS) end(r *req, bytes int64) {
 		return
 	}
 	f.stats.tab.End(r.slot)
-	f.stats.shards[r.shard][r.op].lat.ObserveN(time.Duration(inflight.Now()-r.start), max(bytes, 0))
+	f.stats.shards[r.shard].ops[r.op].lat.ObserveN(time.Duration(inflight.Now()-r.start), max(bytes, 0))
 }

@@ -159,57 +159,71 @@ func (s *Slot) SetStage(st Stage) {
 	}
 }
 
-// Table is a fixed set of slots, in shards: a request claims a slot in
-// the shard its caller picked (metrics.Affinity), so that the slots one
-// CPU uses stay in its cache.
+// ShardSlots is the number of slots in a Shard.
+const ShardSlots = 16
+
+// Shard is the slots that one CPU's requests try first: 1 KiB, which a
+// caller may place next to its other per-CPU data, so that a request
+// touches one page for both (see Table.Init).
+type Shard [ShardSlots]Slot
+
+// Table is a fixed set of slots: shards, each used by the requests of one
+// CPU (metrics.Affinity picks it), so that the slots one CPU uses stay in
+// its cache; and a spill area for requests that find their shard full.
 type Table struct {
-	slots []Slot
-	// per is the number of slots in a shard, a power of two; shard i is
-	// slots[i*per : (i+1)*per].
-	per uint32
+	shards []*Shard
+	spill  []Slot
 	// overflow counts requests not tracked because every slot was taken.
 	overflow atomic.Int64
 }
 
 // NewTable makes a table for about n concurrent requests in the given
-// number of shards (see Init).
+// number of shards, which it allocates itself.
 func NewTable(n, shards int) *Table {
 	t := new(Table)
-	t.Init(n, shards)
+	sh := make([]Shard, shards)
+	ps := make([]*Shard, shards)
+	for i := range sh {
+		ps[i] = &sh[i]
+	}
+	t.Init(ps, n)
 	return t
 }
 
-// Init sets up a zero Table for about n concurrent requests in the given
-// number of shards: twice n slots in all, and at least 16 per shard, so
-// that a request rarely leaves its shard.
-func (t *Table) Init(n, shards int) {
-	per := 16
-	for per*shards < 2*n {
-		per <<= 1
-	}
-	t.slots, t.per = make([]Slot, shards*per), uint32(per)
+// Init sets up a zero Table over the given shards, with a spill area for
+// about n concurrent requests: twice n slots, so that a request that
+// leaves its shard finds a free slot at once.
+func (t *Table) Init(shards []*Shard, n int) {
+	t.shards, t.spill = shards, make([]Slot, 2*n)
 }
 
-// Begin claims a slot in shard for a request of kind op on object ino at
-// offset off, started at now (a reading of Now). It returns nil when the
-// table is full: the request is then served untracked.
+// Shard returns shard i.
+func (t *Table) Shard(i int) *Shard { return t.shards[i] }
+
+// Begin claims a slot in shard i for a request of kind op on object ino
+// at offset off, started at now (a reading of Now); see BeginIn.
+func (t *Table) Begin(i int, op uint32, ino, off uint64, now int64) *Slot {
+	return t.BeginIn(t.shards[i], op, ino, off, now)
+}
+
+// BeginIn claims a slot in sh, one of the table's shards. It returns nil
+// when the table is full: the request is then served untracked.
 //
 // The shard's slots are tried in order, so that requests that follow one
 // another on a CPU reuse its first slot, whose line stays in that CPU's
-// cache; a request that finds its shard full tries the whole table from a
+// cache; a request that finds its shard full tries the spill area from a
 // random slot. A claim costs one compare-and-swap and at most three
 // stores, no lock and no allocation.
-func (t *Table) Begin(shard int, op uint32, ino, off uint64, now int64) *Slot {
-	base := uint32(shard) * t.per
-	for i := base; i < base+t.per; i++ {
-		if s := t.claim(i, op, ino, off, now); s != nil {
+func (t *Table) BeginIn(sh *Shard, op uint32, ino, off uint64, now int64) *Slot {
+	for i := range sh {
+		if s := claim(&sh[i], op, ino, off, now); s != nil {
 			return s
 		}
 	}
-	n := uint32(len(t.slots))
+	n := uint32(len(t.spill))
 	i := rand.Uint32()
 	for p := uint32(0); p < n; p++ {
-		if s := t.claim((i+p)%n, op, ino, off, now); s != nil {
+		if s := claim(&t.spill[(i+p)%n], op, ino, off, now); s != nil {
 			return s
 		}
 	}
@@ -217,15 +231,14 @@ func (t *Table) Begin(shard int, op uint32, ino, off uint64, now int64) *Slot {
 	return nil
 }
 
-// claim takes slot i if it is free. The start is published first, by the
+// claim takes slot s if it is free. The start is published first, by the
 // compare-and-swap that claims the slot; the other fields follow. A
 // scanner may so see a just-claimed slot with its previous request's op
 // and object, but only while the slot's start is a few instructions old,
 // and the scanner looks only at requests older than its threshold. Fields
 // that already hold the right value (runs of requests of one kind on one
 // object) are not stored again: an atomic store is a locked instruction.
-func (t *Table) claim(i uint32, op uint32, ino, off uint64, now int64) *Slot {
-	s := &t.slots[i]
+func claim(s *Slot, op uint32, ino, off uint64, now int64) *Slot {
 	if s.start.Load() != 0 || !s.start.CompareAndSwap(0, now) {
 		return nil
 	}
@@ -269,8 +282,16 @@ type Request struct {
 func (t *Table) Older(now time.Time, threshold time.Duration, mark bool) []Request {
 	var out []Request
 	limit := int64(now.Sub(epoch)-threshold) + nowBase
-	for i := range t.slots {
-		s := &t.slots[i]
+	for _, sh := range t.shards {
+		out = older(out, sh[:], now, limit, mark)
+	}
+	return older(out, t.spill, now, limit, mark)
+}
+
+// older appends the requests of slots started before limit to out.
+func older(out []Request, slots []Slot, now time.Time, limit int64, mark bool) []Request {
+	for i := range slots {
+		s := &slots[i]
 		st := s.start.Load()
 		if st <= 0 || st > limit {
 			continue

@@ -65,17 +65,16 @@ func TestStageString(t *testing.T) {
 }
 
 func TestTableFull(t *testing.T) {
-	tab := NewTable(1, 2) // two shards of 16 slots
+	tab := NewTable(4, 2) // two shards of 16 slots, 8 spill slots
 	var held []*Slot
 	for i := 0; i < 100; i++ {
-		// Every request asks for shard 1: once it is full, they spill
-		// into shard 0.
+		// Every request asks for shard 1: once it is full, they spill.
 		if s := tab.Begin(1, 1, 0, 0, 1); s != nil {
 			held = append(held, s)
 		}
 	}
-	if len(held) != 32 || tab.Overflow() != 68 {
-		t.Errorf("held %d, overflow %d; want 32 and 68", len(held), tab.Overflow())
+	if len(held) != ShardSlots+8 || tab.Overflow() != 100-ShardSlots-8 {
+		t.Errorf("held %d, overflow %d; want %d and %d", len(held), tab.Overflow(), ShardSlots+8, 100-ShardSlots-8)
 	}
 	seen := map[*Slot]bool{}
 	for _, s := range held {
@@ -84,23 +83,31 @@ func TestTableFull(t *testing.T) {
 		}
 		seen[s] = true
 	}
-	tab.End(held[5])
-	if s := tab.Begin(1, 1, 0, 0, 1); s != held[5] {
-		t.Errorf("the one free slot was not found")
+	if s := tab.Begin(0, 1, 0, 0, 1); s == nil {
+		t.Errorf("shard 0 is free but refused a request")
+	}
+	for _, i := range []int{5, ShardSlots + 3} { // one in the shard, one spilled
+		tab.End(held[i])
+		if s := tab.Begin(1, 1, 0, 0, 1); s != held[i] {
+			t.Errorf("the one free slot (%d) was not found", i)
+		}
+	}
+	if got := len(tab.Older(time.Now(), 0, false)); got != len(held)+1 {
+		t.Errorf("Older lists %d requests, want %d", got, len(held)+1)
 	}
 }
 
-func TestTableReusesSlotFreedLast(t *testing.T) {
+func TestTableReusesFirstFreeSlot(t *testing.T) {
 	tab := NewTable(64, 4)
 	a := tab.Begin(2, 1, 0, 0, 1)
 	b := tab.Begin(2, 1, 0, 0, 1)
 	tab.End(b)
 	if c := tab.Begin(2, 1, 0, 0, 1); c != b {
-		t.Errorf("the shard's slot freed last was not reused")
+		t.Errorf("the shard's first free slot was not reused")
 	}
 	tab.End(a)
 	if c := tab.Begin(2, 1, 0, 0, 1); c != a {
-		t.Errorf("the shard's slot freed last was not reused")
+		t.Errorf("the shard's first free slot was not reused")
 	}
 }
 
