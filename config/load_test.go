@@ -495,6 +495,8 @@ func TestLoadErrors(t *testing.T) {
 			want: []string{`fuse.max_write: 2MiB is outside 4KiB..1MiB`}},
 		{name: "max write not aligned", in: input{args: []string{"--fuse.max_write=6KiB"}},
 			want: []string{`fuse.max_write: 6KiB is not a multiple of 4KiB`}},
+		{name: "kernel dirty too large", in: input{args: []string{"--fuse.kernel_dirty=65GiB"}},
+			want: []string{`fuse.kernel_dirty: 65GiB must be in 0..64GiB`}},
 		{name: "sync interval zero", in: input{args: []string{"--log.sync_interval=0s"}},
 			want: []string{`log.sync_interval: 0s must be above 0`}},
 		{name: "negative timeout", in: input{file: "fuse:\n  entry_timeout: -1s\n"},
