@@ -313,6 +313,13 @@ func flush(dir, what string, total int64, quiet bool) error {
 				continue
 			}
 			moved := r.Destage.BytesTotal - start.Destage.BytesTotal + r.Destage.InProgressDoneBytes
+			if all := moved + r.Cache.DirtyBytes; what == "all" && all > total {
+				// The flush first took dirty pages the kernel still held
+				// (fuse.kernel_dirty): there is more to destage than the
+				// engine had when the flush began.
+				total = all
+				bar.ChangeMax64(total)
+			}
 			_ = bar.Set64(min(max(moved, 0), total))
 		}
 	}
