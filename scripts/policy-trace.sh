@@ -168,9 +168,11 @@ fio --name=backend --directory="$WORK/raw" --rw=write --bs=1M --size="$DRAIN" --
 DRAIN_BPS=$(python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print(int(j["jobs"][0]["write"]["bw_bytes"]))' "$OUT/backend-drain.json")
 rm -rf "$WORK/raw"
 DATA2=$WORK/drain-data
+# The log is sized so that DRAIN fills less than half of it: at half full
+# the engine destages everything, which would leave umount only the rest.
 # shellcheck disable=SC2086
 "$BIN" mount -d --data-dir "$DATA2" --cache.size "$(( DRAIN * 2 ))" --quota.dirty_bytes "$(( DRAIN * 11 / 10 ))" \
-	--log.replicas "$DATA2/log:ssd:$(( DRAIN * 3 / 2 ))" --flush.high_watermark 1 --flush.throttle_watermark 1 \
+	--log.replicas "$DATA2/log:ssd:$(( DRAIN * 5 / 2 ))" --flush.high_watermark 1 --flush.throttle_watermark 1 \
 	--flush.max_dirty_age 1h --flush.sequential_cutoff 0 ${MOUNT_ARGS:-} "$MNT"
 fio --name=drain --filename="$MNT/drain" --size="$DRAIN" --rw=write --bs=1M --ioengine=psync --direct="$DIRECT" \
 	--fallocate=none --output-format=json >"$OUT/drain.json"
