@@ -407,22 +407,36 @@ func TestCtlDirForUsers(t *testing.T) {
 	h.expect(nil, 0, "open", tm.path(".dcache/mode"), strconv.Itoa(syscall.O_WRONLY), "0", "write-back")
 }
 
+// kernelPagesMount mounts with room for dirty pages in the kernel's page
+// cache (fuse.kernel_dirty), so that bytes written to a file left open
+// stay there until something makes the kernel write them back.
+func kernelPagesMount(t *testing.T) *testMount {
+	return newTestMountWith(t, statsConfig(), func(tm *testMount) { tm.mo.KernelDirty = 256 << 20 })
+}
+
+// writeLeftOpen writes data to a new file at path and leaves it open (it
+// is closed when the test ends): neither closed nor synced.
+func writeLeftOpen(t *testing.T, path string, data []byte) {
+	t.Helper()
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	if _, err := f.Write(data); err != nil {
+		t.Fatal(err)
+	}
+}
+
 // TestFlushTakesKernelPages: bytes written but still in the kernel's page
 // cache (the file open, not synced; fuse.kernel_dirty lets the kernel
 // hold them) are in the backend once a write of "all" to the flush file
 // returns.
 func TestFlushTakesKernelPages(t *testing.T) {
-	tm := newTestMountWith(t, statsConfig(), func(tm *testMount) { tm.mo.KernelDirty = 256 << 20 })
+	tm := kernelPagesMount(t)
 	before := tm.report()
-	f, err := os.Create(tm.path("f"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
 	data := bytes.Repeat([]byte("kernel pages "), 4<<20/13)
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
+	writeLeftOpen(t, tm.path("f"), data)
 	held := tm.report()
 	t.Logf("before the flush the engine had %d of %d bytes", held.Cache.BytesWrittenTotal-before.Cache.BytesWrittenTotal, len(data))
 	if err := tm.ctlWrite("flush", "all"); err != nil {
@@ -443,16 +457,9 @@ func TestFlushTakesKernelPages(t *testing.T) {
 // and a write(2) to a file opened after the switch returns with its bytes
 // in the backend, neither closed nor synced.
 func TestWriteThroughMount(t *testing.T) {
-	tm := newTestMountWith(t, statsConfig(), func(tm *testMount) { tm.mo.KernelDirty = 256 << 20 })
-	early, err := os.Create(tm.path("early"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer early.Close()
+	tm := kernelPagesMount(t)
 	data := bytes.Repeat([]byte("through "), 1<<20/8)
-	if _, err := early.Write(data); err != nil {
-		t.Fatal(err)
-	}
+	writeLeftOpen(t, tm.path("early"), data)
 	before := tm.report()
 	if err := tm.ctlWrite("mode", "write-through"); err != nil {
 		t.Fatal(err)
@@ -461,14 +468,7 @@ func TestWriteThroughMount(t *testing.T) {
 		t.Errorf("after the switch the engine got %d of the %d bytes written before it", got, len(data))
 	}
 	mid := tm.report()
-	f, err := os.Create(tm.path("late"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	if _, err := f.Write(data); err != nil {
-		t.Fatal(err)
-	}
+	writeLeftOpen(t, tm.path("late"), data)
 	after := tm.report()
 	if after.Destage.BytesTotal-mid.Destage.BytesTotal < int64(len(data)) || after.Cache.DirtyBytes != 0 {
 		t.Errorf("after a write-through write(2): %d bytes destaged, %d dirty; want at least %d and 0",

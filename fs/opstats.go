@@ -137,10 +137,11 @@ func (f *FS) begin(o op, ino, off uint64, cancel <-chan struct{}) req {
 	}
 	now := inflight.Now()
 	shard := f.stats.aff.Pick()
-	r := req{start: now, op: o, shard: uint8(shard), ctx: cancelCtx(cancel)}
-	if s := f.stats.tab.BeginIn(&f.stats.shards[shard].slots, uint32(o), ino, off, now); s != nil {
-		r.slot = s
-		r.ctx = s.Bind(cancel)
+	r := req{start: now, op: o, shard: uint8(shard)}
+	if r.slot = f.stats.tab.Begin(&f.stats.shards[shard].slots, uint32(o), ino, off, now); r.slot != nil {
+		r.ctx = r.slot.Bind(cancel)
+	} else {
+		r.ctx = cancelCtx(cancel) // the table is full: served untracked
 	}
 	return r
 }

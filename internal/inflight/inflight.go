@@ -177,19 +177,6 @@ type Table struct {
 	overflow atomic.Int64
 }
 
-// NewTable makes a table for about n concurrent requests in the given
-// number of shards, which it allocates itself.
-func NewTable(n, shards int) *Table {
-	t := new(Table)
-	sh := make([]Shard, shards)
-	ps := make([]*Shard, shards)
-	for i := range sh {
-		ps[i] = &sh[i]
-	}
-	t.Init(ps, n)
-	return t
-}
-
 // Init sets up a zero Table over the given shards, with a spill area for
 // about n concurrent requests: twice n slots, so that a request that
 // leaves its shard finds a free slot at once.
@@ -197,24 +184,17 @@ func (t *Table) Init(shards []*Shard, n int) {
 	t.shards, t.spill = shards, make([]Slot, 2*n)
 }
 
-// Shard returns shard i.
-func (t *Table) Shard(i int) *Shard { return t.shards[i] }
-
-// Begin claims a slot in shard i for a request of kind op on object ino
-// at offset off, started at now (a reading of Now); see BeginIn.
-func (t *Table) Begin(i int, op uint32, ino, off uint64, now int64) *Slot {
-	return t.BeginIn(t.shards[i], op, ino, off, now)
-}
-
-// BeginIn claims a slot in sh, one of the table's shards. It returns nil
-// when the table is full: the request is then served untracked.
+// Begin claims a slot in sh, one of the table's shards, for a request of
+// kind op on object ino at offset off, started at now (a reading of Now).
+// It returns nil when the table is full: the request is then served
+// untracked.
 //
 // The shard's slots are tried in order, so that requests that follow one
 // another on a CPU reuse its first slot, whose line stays in that CPU's
 // cache; a request that finds its shard full tries the spill area from a
 // random slot. A claim costs one compare-and-swap and at most three
 // stores, no lock and no allocation.
-func (t *Table) BeginIn(sh *Shard, op uint32, ino, off uint64, now int64) *Slot {
+func (t *Table) Begin(sh *Shard, op uint32, ino, off uint64, now int64) *Slot {
 	for i := range sh {
 		if s := claim(&sh[i], op, ino, off, now); s != nil {
 			return s

@@ -8,10 +8,23 @@ import (
 	"github.com/dcache/dcache/internal/metrics"
 )
 
+// newTable makes a table for about n concurrent requests (see Init) over
+// shards of its own, and returns them.
+func newTable(n, shards int) (*Table, []*Shard) {
+	sh := make([]Shard, shards)
+	ps := make([]*Shard, shards)
+	for i := range sh {
+		ps[i] = &sh[i]
+	}
+	t := new(Table)
+	t.Init(ps, n)
+	return t, ps
+}
+
 func TestTableStagesAndAge(t *testing.T) {
-	tab := NewTable(4, 2)
-	old := tab.Begin(0, 7, 42, 4096, Now()-int64(10*time.Second))
-	young := tab.Begin(1, 8, 43, 0, Now())
+	tab, sh := newTable(4, 2)
+	old := tab.Begin(sh[0], 7, 42, 4096, Now()-int64(10*time.Second))
+	young := tab.Begin(sh[1], 8, 43, 0, Now())
 	now := time.Now()
 	if old == nil || young == nil {
 		t.Fatal("a table for 4 requests refused the second")
@@ -65,11 +78,11 @@ func TestStageString(t *testing.T) {
 }
 
 func TestTableFull(t *testing.T) {
-	tab := NewTable(4, 2) // two shards of 16 slots, 8 spill slots
+	tab, sh := newTable(4, 2) // two shards of 16 slots, 8 spill slots
 	var held []*Slot
 	for i := 0; i < 100; i++ {
 		// Every request asks for shard 1: once it is full, they spill.
-		if s := tab.Begin(1, 1, 0, 0, 1); s != nil {
+		if s := tab.Begin(sh[1], 1, 0, 0, 1); s != nil {
 			held = append(held, s)
 		}
 	}
@@ -83,12 +96,12 @@ func TestTableFull(t *testing.T) {
 		}
 		seen[s] = true
 	}
-	if s := tab.Begin(0, 1, 0, 0, 1); s == nil {
+	if s := tab.Begin(sh[0], 1, 0, 0, 1); s == nil {
 		t.Errorf("shard 0 is free but refused a request")
 	}
 	for _, i := range []int{5, ShardSlots + 3} { // one in the shard, one spilled
 		tab.End(held[i])
-		if s := tab.Begin(1, 1, 0, 0, 1); s != held[i] {
+		if s := tab.Begin(sh[1], 1, 0, 0, 1); s != held[i] {
 			t.Errorf("the one free slot (%d) was not found", i)
 		}
 	}
@@ -98,25 +111,25 @@ func TestTableFull(t *testing.T) {
 }
 
 func TestTableReusesFirstFreeSlot(t *testing.T) {
-	tab := NewTable(64, 4)
-	a := tab.Begin(2, 1, 0, 0, 1)
-	b := tab.Begin(2, 1, 0, 0, 1)
+	tab, sh := newTable(64, 4)
+	a := tab.Begin(sh[2], 1, 0, 0, 1)
+	b := tab.Begin(sh[2], 1, 0, 0, 1)
 	tab.End(b)
-	if c := tab.Begin(2, 1, 0, 0, 1); c != b {
+	if c := tab.Begin(sh[2], 1, 0, 0, 1); c != b {
 		t.Errorf("the shard's first free slot was not reused")
 	}
 	tab.End(a)
-	if c := tab.Begin(2, 1, 0, 0, 1); c != a {
+	if c := tab.Begin(sh[2], 1, 0, 0, 1); c != a {
 		t.Errorf("the shard's first free slot was not reused")
 	}
 }
 
 func BenchmarkBeginEnd(b *testing.B) {
-	tab := NewTable(256, metrics.DefaultShards())
+	tab, sh := newTable(256, metrics.DefaultShards())
 	aff := metrics.NewAffinity(metrics.DefaultShards())
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			s := tab.Begin(aff.Pick(), 1, 2, 3, 4)
+			s := tab.Begin(sh[aff.Pick()], 1, 2, 3, 4)
 			s.SetStage(StageCache)
 			tab.End(s)
 		}

@@ -46,9 +46,6 @@ func NewAffinity(n int) *Affinity {
 	return &Affinity{n: uint32(n)}
 }
 
-// Shards is the number of shards.
-func (a *Affinity) Shards() int { return int(a.n) }
-
 // Pick returns the shard the calling processor should write.
 func (a *Affinity) Pick() int {
 	p := procPin()
